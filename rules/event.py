@@ -1,0 +1,250 @@
+"""The event as analysisd sees it while one message travels through the engine.
+
+This is the Python counterpart of analysisd's ``Eventinfo``: pre-decoding fills
+the header part, a decoder fills the static and dynamic fields, rule evaluation
+reads them. One ``Event`` is created per message and is owned by one call of
+``Engine.process``; nothing here is shared between events, so it is mutable and
+slotted rather than frozen.
+
+Dynamic fields are kept in decode order as segments: plain ``(key, value)``
+pairs from regex decoders, and lazy blocks from the JSON decoder that only
+flatten what a rule or the alert actually asks for. ``find_field`` follows
+analysisd's ``FindField``: case-insensitive key compare, first occurrence wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+# analysisd.decoder_order_size (etc/internal_options.conf): the most dynamic
+# fields one event may carry; later ones are dropped, as analysisd does.
+MAX_DYNAMIC_FIELDS = 256
+
+# Names a decoder <order> (or a top-level JSON key) stores in the static slots
+# of the event rather than as dynamic fields, mapped to the Event attribute.
+STATIC_ORDER_NAMES: dict[str, str] = {
+    "srcip": "srcip",
+    "dstip": "dstip",
+    "srcport": "srcport",
+    "dstport": "dstport",
+    "protocol": "protocol",
+    "action": "action",
+    "srcuser": "srcuser",
+    "dstuser": "dstuser",
+    "user": "dstuser",
+    "id": "id",
+    "status": "status",
+    "url": "url",
+    "data": "data",
+    "extra_data": "extra_data",
+    "system_name": "systemname",
+    "systemname": "systemname",
+}
+
+# Order of the static fields inside the alert's "data" object (to_json.c).
+STATIC_OUTPUT_ORDER: tuple[tuple[str, str], ...] = (
+    ("protocol", "protocol"),
+    ("action", "action"),
+    ("srcip", "srcip"),
+    ("srcport", "srcport"),
+    ("srcuser", "srcuser"),
+    ("dstip", "dstip"),
+    ("dstport", "dstport"),
+    ("dstuser", "dstuser"),
+    ("id", "id"),
+    ("status", "status"),
+    ("url", "url"),
+    ("data", "data"),
+    ("extra_data", "extra_data"),
+    ("system_name", "systemname"),
+)
+
+
+class FieldBlock(Protocol):
+    """A run of dynamic fields produced by one decoder step (e.g. the JSON plugin).
+
+    Implementations may compute fields lazily; ``count`` and iteration order
+    must equal what eager flattening would have produced.
+    """
+
+    def find(self, key_lower: str) -> str | None:
+        """Value of the first field whose lower-cased key equals ``key_lower``."""
+        ...
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        """All fields in decode order as ``(key, value)``."""
+        ...
+
+    def count(self) -> int:
+        """Number of fields this block holds."""
+        ...
+
+
+class _PairBlock:
+    """Fields appended one by one by regex decoders."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def find(self, key_lower: str) -> str | None:
+        for key, value in self.items:
+            if key.lower() == key_lower:
+                return value
+        return None
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items)
+
+    def count(self) -> int:
+        return len(self.items)
+
+
+class Event:
+    """One message under analysis (analysisd ``Eventinfo``)."""
+
+    __slots__ = (
+        # -- pre-decoding (cleanevent.c) --
+        "full_log",  # the message as received, after the "q:location:" header
+        "log",  # full_log advanced past any syslog header
+        "location",  # location after agent parsing ("Wazuh-AWS", "(name) ip->file")
+        "agent_id",  # "000" for local events
+        "agent_name",  # hostname part of an agent location, else None
+        "agent_ip",  # ip part of an agent location unless "any", else None
+        "hostname",  # pre-decoded hostname, or agent name, or manager name
+        "program_name",
+        "predecoded_timestamp",  # the syslog timestamp text when one was parsed
+        "time_s",  # reception time, seconds since the epoch (float)
+        # -- decoding --
+        "decoder",  # the chosen decoder node info (DecoderInfo) or None
+        "log_after_parent",
+        "log_after_prematch",
+        "srcip",
+        "dstip",
+        "srcport",
+        "dstport",
+        "protocol",
+        "action",
+        "srcuser",
+        "dstuser",
+        "id",
+        "status",
+        "url",
+        "data",
+        "extra_data",
+        "systemname",
+        "srcgeoip",
+        "dstgeoip",
+        "_blocks",
+        "_nfields",
+        # -- rule evaluation --
+        "matched_level",  # correlation: level of the rule that consumed this event
+        "rule",  # the generated rule (RuleNode) or None
+        "firedtimes",
+        "previous_events",  # frequency rules: earlier events in the correlation
+        "labels",
+    )
+
+    def __init__(self, full_log: str, location: str, time_s: float) -> None:
+        self.full_log = full_log
+        self.log = full_log
+        self.location = location
+        self.agent_id = "000"
+        self.agent_name: str | None = None
+        self.agent_ip: str | None = None
+        self.hostname: str | None = None
+        self.program_name: str | None = None
+        self.predecoded_timestamp: str | None = None
+        self.time_s = time_s
+        self.decoder: object | None = None
+        self.log_after_parent: int | None = None
+        self.log_after_prematch: int | None = None
+        self.srcip: str | None = None
+        self.dstip: str | None = None
+        self.srcport: str | None = None
+        self.dstport: str | None = None
+        self.protocol: str | None = None
+        self.action: str | None = None
+        self.srcuser: str | None = None
+        self.dstuser: str | None = None
+        self.id: str | None = None
+        self.status: str | None = None
+        self.url: str | None = None
+        self.data: str | None = None
+        self.extra_data: str | None = None
+        self.systemname: str | None = None
+        self.srcgeoip: str | None = None
+        self.dstgeoip: str | None = None
+        self._blocks: list[FieldBlock] = []
+        self._nfields = 0
+        self.matched_level = 0
+        self.rule: object | None = None
+        self.firedtimes = 0
+        self.previous_events: list[Event] = []
+        self.labels: list[tuple[str, str]] = []
+
+    # -- dynamic fields -------------------------------------------------------
+
+    @property
+    def field_count(self) -> int:
+        return self._nfields
+
+    @property
+    def field_room(self) -> int:
+        """How many more dynamic fields this event may take."""
+        return MAX_DYNAMIC_FIELDS - self._nfields
+
+    def add_field(self, key: str, value: str) -> bool:
+        """Append one dynamic field; False when the event is already full."""
+        if self._nfields >= MAX_DYNAMIC_FIELDS:
+            return False
+        blocks = self._blocks
+        if not blocks or not isinstance(blocks[-1], _PairBlock):
+            blocks.append(_PairBlock())
+        block = blocks[-1]
+        assert isinstance(block, _PairBlock)
+        block.items.append((key, value))
+        self._nfields += 1
+        return True
+
+    def add_block(self, block: FieldBlock) -> None:
+        """Append a block of fields; the producer already respected ``field_room``."""
+        self._blocks.append(block)
+        self._nfields += block.count()
+
+    def find_field(self, key: str) -> str | None:
+        """analysisd ``FindField``: case-insensitive key, first occurrence wins."""
+        if not self._blocks:
+            return None
+        key_lower = key.lower() if key.isascii() else ascii_lower(key)
+        for block in self._blocks:
+            value = block.find(key_lower)
+            if value is not None:
+                return value
+        return None
+
+    def fields(self) -> Iterator[tuple[str, str]]:
+        """All dynamic fields in decode order."""
+        for block in self._blocks:
+            yield from block.pairs()
+
+    def static_value(self, attr: str) -> str | None:
+        value: str | None = getattr(self, attr)
+        return value
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case ASCII letters only, as analysisd's charmap does.
+
+    ``str.lower`` is exact for ASCII text and is what callers use when
+    ``text.isascii()`` (an O(1) check); other text must not have its non-ASCII
+    letters folded, so it goes through this table.
+    """
+    if text.isascii():
+        return text.lower()
+    return text.translate(_ASCII_LOWER)
