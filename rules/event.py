@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from trailwarden.rules.model import DecoderInfo
+
 # analysisd.decoder_order_size (etc/internal_options.conf): the most dynamic
 # fields one event may carry; later ones are dropped, as analysisd does.
 MAX_DYNAMIC_FIELDS = 256
@@ -117,6 +119,7 @@ class Event:
         "program_name",
         "predecoded_timestamp",  # the syslog timestamp text when one was parsed
         "time_s",  # reception time, seconds since the epoch (float)
+        "generate_time",  # reception time in whole seconds: what timeframes compare
         # -- decoding --
         "decoder",  # the chosen decoder node info (DecoderInfo) or None
         "log_after_parent",
@@ -143,7 +146,9 @@ class Event:
         "matched_level",  # correlation: level of the rule that consumed this event
         "rule",  # the generated rule (RuleNode) or None
         "firedtimes",
-        "previous_events",  # frequency rules: earlier events in the correlation
+        "previous_events",  # frequency rules: full_log of earlier correlated events
+        "previous_log",  # check_diff: the output this event differs from
+        "evicted",  # left the correlation memory; searches stop here
         "labels",
     )
 
@@ -158,7 +163,8 @@ class Event:
         self.program_name: str | None = None
         self.predecoded_timestamp: str | None = None
         self.time_s = time_s
-        self.decoder: object | None = None
+        self.generate_time = int(time_s)
+        self.decoder: DecoderInfo | None = None
         self.log_after_parent: int | None = None
         self.log_after_prematch: int | None = None
         self.srcip: str | None = None
@@ -182,7 +188,9 @@ class Event:
         self.matched_level = 0
         self.rule: object | None = None
         self.firedtimes = 0
-        self.previous_events: list[Event] = []
+        self.previous_events: list[str] = []
+        self.previous_log: str | None = None
+        self.evicted = False
         self.labels: list[tuple[str, str]] = []
 
     # -- dynamic fields -------------------------------------------------------

@@ -1,0 +1,223 @@
+"""The engine: ruleset text in, one verdict per message out.
+
+``Engine.compile`` takes the ruleset as data (file names and texts, in the order
+analysisd would load them, plus the declared CDB lists) and returns the engine
+with every problem found, each pointing at ``file:line``. ``Engine.process``
+runs one message through pre-decoding, decoding and the rule tree; time and
+correlation state are arguments, so the engine itself holds no mutable state
+and one compiled engine can serve many independent sessions (logtest) or one
+long-running manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from trailwarden.rules.correlation import DEFAULT_MEMORY_SIZE, CorrelationState
+from trailwarden.rules.decoders import (
+    DecoderSet,
+    DecoderSpec,
+    PluginFactory,
+    PluginFunc,
+    parse_decoders,
+)
+from trailwarden.rules.cdb import parse_list
+from trailwarden.rules.evaluate import EvalContext, Evaluator
+from trailwarden.rules.event import Event
+from trailwarden.rules.json_decoder import decode_json
+from trailwarden.rules.predecode import predecode
+from trailwarden.rules.rule_parse import Rule, RuleParser
+from trailwarden.rules.ruletree import RuleTree
+from trailwarden.rules.source import Location, RulesetProblem
+from trailwarden.rules.xmlload import parse_wazuh_xml
+
+
+@dataclass(frozen=True, slots=True)
+class RulesetSources:
+    """The ruleset as data, in load order (analysisd sorts files by basename)."""
+
+    decoders: Sequence[tuple[str, str]]  # (path, text)
+    rules: Sequence[tuple[str, str]]
+    lists: Mapping[str, str]  # declared path ("etc/lists/amazon/aws-eventnames") -> text
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    log_alert_level: int = 3  # <alerts><log_alert_level>
+    email_alert_level: int = 12  # <alerts><email_alert_level>
+    default_timeframe: int = 360  # analysisd.default_timeframe
+    memory_size: int = DEFAULT_MEMORY_SIZE  # <global><memory_size>
+    # "analysisd" or "logtest": they differ in how `ignore` suppresses repeats.
+    mode: str = "analysisd"
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the engine decided for one message."""
+
+    event: Event
+    rule: Rule | None  # the final rule (level 0 included), None when no rule matched
+    alert: bool  # would be written to alerts.json / alerts.log
+    firedtimes: int
+
+    @property
+    def level(self) -> int | None:
+        return None if self.rule is None else self.rule.level
+
+
+def _json_plugin(spec: DecoderSpec) -> PluginFunc:
+    return partial(
+        decode_json, null_mode=spec.json_null_field, array_mode=spec.json_array_structure
+    )
+
+
+def default_plugins() -> dict[str, PluginFactory]:
+    from trailwarden.rules.plugin_decoders import PLUGIN_FACTORIES  # noqa: PLC0415
+
+    plugins: dict[str, PluginFactory] = {"JSON_Decoder": _json_plugin}
+    plugins.update(PLUGIN_FACTORIES)
+    return plugins
+
+
+class Engine:
+    def __init__(self, decoders: DecoderSet, tree: RuleTree, options: EngineOptions) -> None:
+        self.decoders = decoders
+        self.tree = tree
+        self.options = options
+        self.evaluator = Evaluator(tree)
+
+    @classmethod
+    def compile(
+        cls, sources: RulesetSources, options: EngineOptions | None = None
+    ) -> tuple[Engine, list[RulesetProblem]]:
+        options = options or EngineOptions()
+        problems: list[RulesetProblem] = []
+        plugins = default_plugins()
+
+        decoders = DecoderSet()
+        for path, text in sources.decoders:
+            doc = parse_wazuh_xml(text, path)
+            problems.extend(doc.problems)
+            if doc.problems:
+                continue
+            for spec in parse_decoders(doc, plugins, problems):
+                decoders.add(spec, problems)
+        decoders.finish()
+
+        lists: dict[str, dict[str, str]] = {}
+        for declared, text in sources.lists.items():
+            entries, list_problems = parse_list(text, declared)
+            problems.extend(list_problems)
+            lists[declared] = entries
+
+        tree = RuleTree()
+        for path, text in sources.rules:
+            doc = parse_wazuh_xml(text, path)
+            problems.extend(doc.problems)
+            if doc.problems:
+                continue
+            parser = RuleParser(
+                path,
+                lists,
+                decoders.names,
+                problems,
+                log_alert_level=options.log_alert_level,
+                email_alert_level=options.email_alert_level,
+                default_timeframe=options.default_timeframe,
+            )
+            for group in doc.roots:
+                loc = Location(path, group.line)
+                if (
+                    group.tag.lower() != "group"
+                    or len(group.attrs) != 1
+                    or group.attrs[0][0].lower() != "name"
+                ):
+                    problems.append(
+                        RulesetProblem(
+                            loc,
+                            f"<{group.tag}> at the top of a rules file must be <group name=...>",
+                        )
+                    )
+                    continue
+                rules = [c for c in group.children]
+                if not rules:
+                    problems.append(RulesetProblem(loc, "group without any rule"))
+                    continue
+                for element in rules:
+                    if element.tag.lower() != "rule":
+                        problems.append(
+                            RulesetProblem(
+                                Location(path, element.line),
+                                f"<{element.tag}> is not allowed in a <group>; only <rule>",
+                            )
+                        )
+                        continue
+                    rule = parser.parse(element, group.attrs[0][1])
+                    if rule is not None:
+                        tree.add(rule, problems)
+        return cls(decoders, tree, options), problems
+
+    def new_state(self) -> CorrelationState:
+        return CorrelationState(self.options.memory_size)
+
+    def process(
+        self,
+        message: str,
+        location: str,
+        now: float,
+        state: CorrelationState,
+        *,
+        manager_name: str = "trailwarden",
+    ) -> Verdict:
+        """Analyse one message received from ``location`` at time ``now``."""
+        event = Event(message, location, now)
+        pre = predecode(location, message)
+        event.log = message[pre.log_start :] if pre.log_start else message
+        event.location = pre.location
+        event.agent_id = pre.agent_id
+        event.agent_name = pre.agent_name
+        event.agent_ip = pre.agent_ip
+        event.program_name = pre.program_name
+        event.predecoded_timestamp = pre.timestamp
+        if pre.hostname is not None:
+            event.hostname = pre.hostname
+        elif pre.agent_name is not None:
+            event.hostname = pre.agent_name
+        else:
+            event.hostname = manager_name
+        self.decoders.decode(event)
+        return self.evaluate(event, state, now)
+
+    def evaluate(self, event: Event, state: CorrelationState, now: float) -> Verdict:
+        ctx = EvalContext(event, state, now, self.options.mode)
+        rule, parent = self.evaluator.match(event, ctx)
+        if rule is None:
+            return Verdict(event, None, False, 0)
+        firedtimes = state.firedtimes.get(rule.id, 0)
+        if rule.level == 0:
+            event.rule = rule
+            return Verdict(event, rule, False, firedtimes)
+        alert = True
+        if rule.ignore_time:
+            ignored_at = state.time_ignored.get(rule.id, 0)
+            if ignored_at == 0:
+                state.time_ignored[rule.id] = event.generate_time
+            elif event.generate_time - ignored_at < rule.ignore_time:
+                if self.options.mode == "logtest":
+                    alert = False
+                elif parent is not None:
+                    rule = parent
+                    firedtimes = state.firedtimes.get(rule.id, 0)
+                else:
+                    event.rule = rule
+                    return Verdict(event, rule, False, firedtimes)
+            elif self.options.mode == "logtest":
+                state.time_ignored[rule.id] = 0
+            else:
+                state.time_ignored[rule.id] = event.generate_time
+        event.rule = rule
+        event.firedtimes = firedtimes
+        state.record(event, rule)
+        return Verdict(event, rule, alert and rule.log_alert, firedtimes)

@@ -1,0 +1,367 @@
+"""Rule evaluation: ``OS_CheckIfRuleMatch`` and the per-event top-level loop.
+
+Theory of operation
+-------------------
+A rule's conditions are compiled into a tuple of small test functions, in the
+order analysisd evaluates them (decoded_as, program_name, id, system_name,
+protocol, match, regex, action, url, location, fields, ip/port, extra info,
+first-time-seen, lists, then the correlation search). Order matters only for
+the few tests with side effects (check_diff, first-time-seen, the search),
+which run last, exactly as in analysisd.
+
+Speed comes from not testing rules that cannot match: for each tree node and
+each *event shape* (decoder name, whether a program name was pre-decoded, and
+which static fields are set) the node caches the tuple of children whose
+``decoded_as``, ``program_name`` and static-field requirements that shape can
+meet. The first event of a shape pays for the filter; all later ones walk
+only the candidates. Dropping a child this way is exact: analysisd would reject
+it at the corresponding presence check.
+
+Depth-first, first match wins: when a rule matches, its candidate children are
+tried in sibling order and the first that returns a rule wins. A matching rule
+with no matching child is the result, unless it is ``noalert`` (a pure grouping
+node), in which case its parent goes on with the next sibling.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trailwarden.rules.compiled_rules import COMPILED_RULES
+from trailwarden.rules.correlation import CorrelationState
+from trailwarden.rules.event import Event, ascii_lower
+from trailwarden.rules.rule_parse import Rule
+from trailwarden.rules.ruletree import RuleNode, RuleTree
+
+# Bits of an event's static-field shape (see RuleNode.index).
+_SHAPE_ATTRS: tuple[str, ...] = (
+    "srcip",
+    "dstip",
+    "srcport",
+    "dstport",
+    "protocol",
+    "action",
+    "id",
+    "url",
+    "data",
+    "extra_data",
+    "status",
+    "systemname",
+    "srcgeoip",
+    "dstgeoip",
+)
+_SHAPE_BIT = {name: 1 << i for i, name in enumerate(_SHAPE_ATTRS)}
+_USER_BIT = 1 << len(_SHAPE_ATTRS)  # dstuser or srcuser
+
+
+class EvalContext:
+    """Per-event scratch space shared by the tests of every rule tried."""
+
+    __slots__ = ("state", "now_s", "hhmm", "weekday", "_lower_log", "event", "mode")
+
+    def __init__(self, event: Event, state: CorrelationState, now: float, mode: str) -> None:
+        self.event = event
+        self.state = state
+        self.now_s = int(now)
+        tm = _time.localtime(now)
+        self.hhmm = f"{tm.tm_hour:02d}:{tm.tm_min:02d}"
+        self.weekday = (tm.tm_wday + 1) % 7  # analysisd counts from Sunday
+        self._lower_log: str | None = None
+        self.mode = mode
+
+    def lower_log(self) -> str:
+        lowered = self._lower_log
+        if lowered is None:
+            lowered = self._lower_log = ascii_lower(self.event.log)
+        return lowered
+
+
+Test = Callable[[Event, EvalContext], bool]
+
+
+def _static_test(attr: str, expr_test: Callable[[str], bool]) -> Test:
+    def test(event: Event, ctx: EvalContext) -> bool:
+        value = getattr(event, attr)
+        return value is not None and expr_test(value)
+
+    return test
+
+
+def _compile(rule: Rule) -> tuple[Test, ...]:  # noqa: PLR0912, PLR0915 - one branch per option
+    """Turn a rule's conditions into tests, in analysisd's evaluation order."""
+    tests: list[Test] = []
+    patterns = rule.patterns
+
+    for tag, attr in (
+        ("program_name", "program_name"),
+        ("id", "id"),
+        ("system_name", "systemname"),
+        ("protocol", "protocol"),
+    ):
+        expr = patterns.get(tag)
+        if expr is not None:
+            tests.append(_static_test(attr, expr.test))
+    for tag in ("match", "regex"):
+        expr = patterns.get(tag)
+        if expr is None:
+            continue
+        if expr.case_insensitive:
+            log_test = expr.test
+
+            def test_log_ci(
+                event: Event, ctx: EvalContext, _t: Callable[..., bool] = log_test
+            ) -> bool:
+                return _t(event.log, ctx.lower_log())
+
+            tests.append(test_log_ci)
+        else:
+            log_test_cs = expr.test
+
+            def test_log(
+                event: Event, ctx: EvalContext, _t: Callable[[str], bool] = log_test_cs
+            ) -> bool:
+                return _t(event.log)
+
+            tests.append(test_log)
+    for tag, attr in (("action", "action"), ("url", "url"), ("location", "location")):
+        expr = patterns.get(tag)
+        if expr is not None:
+            tests.append(_static_test(attr, expr.test))
+    for name, expr in rule.fields:
+        field_test = expr.test
+
+        def test_field(
+            event: Event, ctx: EvalContext, _n: str = name, _t: Callable[[str], bool] = field_test
+        ) -> bool:
+            value = event.find_field(_n)
+            return value is not None and _t(value)
+
+        tests.append(test_field)
+    if rule.srcip is not None:
+        tests.append(_static_test("srcip", rule.srcip.test))
+    if rule.dstip is not None:
+        tests.append(_static_test("dstip", rule.dstip.test))
+    for tag in ("srcport", "dstport"):
+        expr = patterns.get(tag)
+        if expr is not None:
+            tests.append(_static_test(tag, expr.test))
+    if rule.compiled_rule is not None:
+        compiled = COMPILED_RULES[rule.compiled_rule]
+        tests.append(lambda event, ctx: compiled(event))
+    user_expr = patterns.get("user")
+    if user_expr is not None:
+        user_test = user_expr.test
+
+        def test_user(event: Event, ctx: EvalContext) -> bool:
+            value = event.dstuser if event.dstuser is not None else event.srcuser
+            return value is not None and user_test(value)
+
+        tests.append(test_user)
+    for tag in ("srcgeoip", "dstgeoip"):
+        expr = patterns.get(tag)
+        if expr is not None:
+            tests.append(_static_test(tag, expr.test))
+    if rule.maxsize:
+        maxsize = rule.maxsize
+
+        def test_size(event: Event, ctx: EvalContext) -> bool:
+            log = event.log
+            size = len(log) if log.isascii() else len(log.encode("utf-8", "surrogateescape"))
+            return size >= maxsize
+
+        tests.append(test_size)
+    if rule.time is not None:
+        time_range = rule.time
+        tests.append(lambda event, ctx: time_range.contains(ctx.hhmm))
+    if rule.weekday is not None:
+        weekdays = rule.weekday
+        tests.append(lambda event, ctx: weekdays.contains(ctx.weekday))
+    for tag in ("data", "extra_data", "hostname", "status"):
+        expr = patterns.get(tag)
+        if expr is not None:
+            tests.append(_static_test(tag, expr.test))
+    if rule.check_diff:
+        rule_id = rule.id
+        tests.append(lambda event, ctx: ctx.state.changed(rule_id, event))
+    if rule.if_fts:
+        tests.append(_fts_test)
+    for cond in rule.lists:
+        lookup = cond.lookup.test
+        if cond.attr is None:
+            dyn_name = cond.field
+
+            def test_list_dyn(
+                event: Event,
+                ctx: EvalContext,
+                _n: str = dyn_name,
+                _t: Callable[[str], bool] = lookup,
+            ) -> bool:
+                value = event.find_field(_n)
+                return value is not None and _t(value)
+
+            tests.append(test_list_dyn)
+        elif cond.attr == "user":
+
+            def test_list_user(
+                event: Event, ctx: EvalContext, _t: Callable[[str], bool] = lookup
+            ) -> bool:
+                value = event.srcuser if event.srcuser is not None else event.dstuser
+                return value is not None and _t(value)
+
+            tests.append(test_list_user)
+        else:
+            tests.append(_static_test(cond.attr, lookup))
+    if rule.search is not None and not rule.check_diff:
+        search_rule = rule
+
+        def test_search(event: Event, ctx: EvalContext) -> bool:
+            return ctx.state.search(search_rule, event, ctx.now_s)
+
+        tests.append(test_search)
+    return tuple(tests)
+
+
+def _fts_test(event: Event, ctx: EvalContext) -> bool:
+    """if_fts: true only the first time the decoder's fts field values are seen."""
+    decoder = event.decoder
+    if decoder is None or not decoder.fts:
+        return False
+    parts = [decoder.name]
+    for name in decoder.fts:
+        if name == "name":
+            continue
+        if name in ("user", "dstuser"):
+            value = event.dstuser
+        elif name == "location":
+            value = event.location
+        elif name == "system_name":
+            value = event.systemname
+        elif name in _SHAPE_BIT or name in ("srcuser",):
+            value = getattr(event, name)
+        else:
+            value = event.find_field(name)
+        parts.append(value or "")
+    return ctx.state.first_time(" ".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class _Requirements:
+    decoder: str | None
+    program_name: bool
+    mask: int
+
+
+def _requirements(rule: Rule) -> _Requirements:
+    mask = 0
+    patterns = rule.patterns
+    for tag, attr in (
+        ("id", "id"),
+        ("system_name", "systemname"),
+        ("protocol", "protocol"),
+        ("action", "action"),
+        ("url", "url"),
+        ("srcport", "srcport"),
+        ("dstport", "dstport"),
+        ("srcgeoip", "srcgeoip"),
+        ("dstgeoip", "dstgeoip"),
+        ("data", "data"),
+        ("extra_data", "extra_data"),
+        ("status", "status"),
+    ):
+        if tag in patterns:
+            mask |= _SHAPE_BIT[attr]
+    if "user" in patterns:
+        mask |= _USER_BIT
+    if rule.srcip is not None:
+        mask |= _SHAPE_BIT["srcip"]
+    if rule.dstip is not None:
+        mask |= _SHAPE_BIT["dstip"]
+    for cond in rule.lists:
+        if cond.attr == "user":
+            mask |= _USER_BIT
+        elif cond.attr in _SHAPE_BIT:
+            mask |= _SHAPE_BIT[cond.attr]
+    return _Requirements(rule.decoded_as, "program_name" in patterns, mask)
+
+
+def event_shape(event: Event) -> tuple[str | None, bool, int]:
+    mask = 0
+    for attr, bit in _SHAPE_BIT.items():
+        if getattr(event, attr) is not None:
+            mask |= bit
+    if event.dstuser is not None or event.srcuser is not None:
+        mask |= _USER_BIT
+    decoder = event.decoder
+    return (decoder.name if decoder is not None else None, event.program_name is not None, mask)
+
+
+class Evaluator:
+    """Runs the rule tree over decoded events."""
+
+    def __init__(self, tree: RuleTree) -> None:
+        self.tree = tree
+        self._tests: dict[int, tuple[Test, ...]] = {}
+        self._reqs: dict[int, _Requirements] = {}
+        for rule in tree.rules.values():
+            self._tests[rule.id] = _compile(rule)
+            self._reqs[rule.id] = _requirements(rule)
+
+    def candidates(
+        self, node: RuleNode, shape: tuple[str | None, bool, int]
+    ) -> tuple[RuleNode, ...]:
+        cached = node.index.get(shape)
+        if cached is not None:
+            return cached
+        decoder, has_pn, mask = shape
+        kept = []
+        for child in node.children:
+            req = self._reqs[child.rule.id]
+            if req.decoder is not None and req.decoder != decoder:
+                continue
+            if req.program_name and not has_pn:
+                continue
+            if req.mask & ~mask:
+                continue
+            kept.append(child)
+        result = tuple(kept)
+        node.index[shape] = result
+        return result
+
+    def match(self, event: Event, ctx: EvalContext) -> tuple[Rule | None, Rule | None]:
+        """The top-level loop: (final rule or None, the rule it hangs under)."""
+        decoder = event.decoder
+        category = decoder.category if decoder is not None else "syslog"
+        shape = event_shape(event)
+        firedtimes = ctx.state.firedtimes
+        for top in self.tree.roots:
+            if top.rule.category != category:
+                continue
+            found = self._check(top, event, ctx, shape, firedtimes)
+            if found is not None:
+                return found
+        return None, None
+
+    def _check(
+        self,
+        node: RuleNode,
+        event: Event,
+        ctx: EvalContext,
+        shape: tuple[str | None, bool, int],
+        firedtimes: dict[int, int],
+    ) -> tuple[Rule, Rule | None] | None:
+        rule = node.rule
+        for test in self._tests[rule.id]:
+            if not test(event, ctx):
+                return None
+        if node.children:
+            for child in self.candidates(node, shape):
+                found = self._check(child, event, ctx, shape, firedtimes)
+                if found is not None:
+                    child_rule, parent = found
+                    return child_rule, parent if parent is not None else rule
+        if rule.noalert:
+            return None
+        firedtimes[rule.id] = firedtimes.get(rule.id, 0) + 1
+        return rule, None
