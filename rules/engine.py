@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from trailwarden.rules.alert import alert_json_line, build_alert, format_alerts_log
 from trailwarden.rules.correlation import DEFAULT_MEMORY_SIZE, CorrelationState
+from trailwarden.rules.description import Description, compile_description
+from trailwarden.rules.mitre import MitreTable, default_mitre_table
 from trailwarden.rules.decoders import (
     DecoderSet,
     DecoderSpec,
@@ -67,6 +70,15 @@ class Verdict:
         return None if self.rule is None else self.rule.level
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedAlert:
+    """One alert in both of Wazuh's formats."""
+
+    alert: dict[str, object]  # the alerts.json object, Wazuh's key order
+    json_line: bytes  # alerts.json line, newline included
+    log_block: str  # alerts.log "** Alert" block, blank line included
+
+
 def _json_plugin(spec: DecoderSpec) -> PluginFunc:
     return partial(
         decode_json, null_mode=spec.json_null_field, array_mode=spec.json_array_structure
@@ -82,11 +94,14 @@ def default_plugins() -> dict[str, PluginFactory]:
 
 
 class Engine:
-    def __init__(self, decoders: DecoderSet, tree: RuleTree, options: EngineOptions) -> None:
+    def __init__(self, decoders: DecoderSet, tree: RuleTree, options: EngineOptions,
+                 mitre: MitreTable | None = None) -> None:
         self.decoders = decoders
         self.tree = tree
         self.options = options
         self.evaluator = Evaluator(tree)
+        self._mitre = mitre
+        self._descriptions: dict[int, Description] = {}
 
     @classmethod
     def compile(
@@ -158,6 +173,41 @@ class Engine:
                     if rule is not None:
                         tree.add(rule, problems)
         return cls(decoders, tree, options), problems
+
+    def describe(self, verdict: Verdict) -> str:
+        """The rule's description with ``$(field)`` values of this event."""
+        rule = verdict.rule
+        if rule is None:
+            return ""
+        render = self._descriptions.get(rule.id)
+        if render is None:
+            render = self._descriptions[rule.id] = compile_description(rule.description or "")
+        return render(verdict.event)
+
+    @property
+    def mitre(self) -> MitreTable:
+        if self._mitre is None:
+            self._mitre = default_mitre_table()
+        return self._mitre
+
+    def render(self, verdict: Verdict, *, alert_id: str, manager_name: str) -> RenderedAlert:
+        """Build the alerts.json object and line and the alerts.log block."""
+        rule = verdict.rule
+        if rule is None:
+            raise ValueError("render() needs a verdict with a rule (a caller bug)")
+        info = rule.describe()
+        description = self.describe(verdict)
+        previous = verdict.event.previous_events
+        alert = build_alert(
+            verdict.event, info, description=description, alert_id=alert_id,
+            manager_name=manager_name, firedtimes=verdict.firedtimes,
+            previous_output="\n".join(previous) if len(previous) >= 2 else None,
+            mitre=self.mitre,
+        )
+        block = format_alerts_log(verdict.event, info, description=description,
+                                  alert_id=alert_id, manager_name=manager_name,
+                                  previous_lines=previous)
+        return RenderedAlert(alert, alert_json_line(alert), block)
 
     def new_state(self) -> CorrelationState:
         return CorrelationState(self.options.memory_size)
