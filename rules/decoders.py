@@ -327,7 +327,8 @@ def _add_to_chain(
             problems.append(
                 RulesetProblem(
                     spec.location,
-                    f"decoder '{spec.name}': a repeated (multi-regex) decoder cannot have a prematch",
+                    f"decoder '{spec.name}': a repeated (multi-regex) decoder cannot have"
+                    " a prematch",
                 )
             )
             return False
@@ -348,8 +349,8 @@ def _add_to_chain(
             problems.append(
                 RulesetProblem(
                     spec.location,
-                    f"decoder '{spec.name}': decoders sharing a name form a regex chain, so each needs"
-                    " a <regex> or a <plugin_decoder>",
+                    f"decoder '{spec.name}': decoders sharing a name form a regex chain, so"
+                    " each needs a <regex> or a <plugin_decoder>",
                 )
             )
             return False
@@ -420,7 +421,7 @@ def _expression(
         return None
 
 
-def _parse_decoder(  # noqa: PLR0912, PLR0915 - one branch per element, like the XML
+def _parse_decoder(
     element: XmlElement,
     loc: Location,
     plugins: dict[str, PluginFactory],

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from trailwarden.rules.alert import alert_json_line, build_alert, format_alerts_log
+from trailwarden.rules.cdb import parse_list
 from trailwarden.rules.correlation import DEFAULT_MEMORY_SIZE, CorrelationState
-from trailwarden.rules.description import Description, compile_description
-from trailwarden.rules.mitre import MitreTable, default_mitre_table
 from trailwarden.rules.decoders import (
     DecoderSet,
     DecoderSpec,
@@ -26,10 +25,12 @@ from trailwarden.rules.decoders import (
     PluginFunc,
     parse_decoders,
 )
-from trailwarden.rules.cdb import parse_list
+from trailwarden.rules.description import Description, compile_description
 from trailwarden.rules.evaluate import EvalContext, Evaluator
 from trailwarden.rules.event import Event
 from trailwarden.rules.json_decoder import decode_json
+from trailwarden.rules.mitre import MitreTable, default_mitre_table
+from trailwarden.rules.plugin_decoders import plugin_factories
 from trailwarden.rules.predecode import predecode
 from trailwarden.rules.rule_parse import Rule, RuleParser
 from trailwarden.rules.ruletree import RuleTree
@@ -85,11 +86,10 @@ def _json_plugin(spec: DecoderSpec) -> PluginFunc:
     )
 
 
-def default_plugins() -> dict[str, PluginFactory]:
-    from trailwarden.rules.plugin_decoders import PLUGIN_FACTORIES  # noqa: PLC0415
-
+def default_plugins(rules_by_id: Mapping[str, object]) -> dict[str, PluginFactory]:
+    """analysisd's plugin decoders; ``rules_by_id`` is filled once rules are loaded."""
     plugins: dict[str, PluginFactory] = {"JSON_Decoder": _json_plugin}
-    plugins.update(PLUGIN_FACTORIES)
+    plugins.update(plugin_factories(rules_by_id))
     return plugins
 
 
@@ -109,7 +109,10 @@ class Engine:
     ) -> tuple[Engine, list[RulesetProblem]]:
         options = options or EngineOptions()
         problems: list[RulesetProblem] = []
-        plugins = default_plugins()
+        # analysisd's rules hash, for the OSSEC alert plugin (forwarded alerts
+        # name the rule that fired on another manager).
+        rules_by_id: dict[str, object] = {}
+        plugins = default_plugins(rules_by_id)
 
         decoders = DecoderSet()
         for path, text in sources.decoders:
@@ -172,6 +175,8 @@ class Engine:
                     rule = parser.parse(element, group.attrs[0][1])
                     if rule is not None:
                         tree.add(rule, problems)
+        for rule_id, rule in tree.rules.items():
+            rules_by_id.setdefault(str(rule_id), rule)
         return cls(decoders, tree, options), problems
 
     def describe(self, verdict: Verdict) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from trailwarden.rules.compiled_rules import COMPILED_RULES
 from trailwarden.rules.correlation import CorrelationState
 from trailwarden.rules.event import Event, ascii_lower
+from trailwarden.rules.plugin_decoders import OSSEC_ALERT_CATEGORY
 from trailwarden.rules.rule_parse import Rule
 from trailwarden.rules.ruletree import RuleNode, RuleTree
 
@@ -89,7 +90,7 @@ def _static_test(attr: str, expr_test: Callable[[str], bool]) -> Test:
     return test
 
 
-def _compile(rule: Rule) -> tuple[Test, ...]:  # noqa: PLR0912, PLR0915 - one branch per option
+def _compile(rule: Rule) -> tuple[Test, ...]:
     """Turn a rule's conditions into tests, in analysisd's evaluation order."""
     tests: list[Test] = []
     patterns = rule.patterns
@@ -333,6 +334,11 @@ class Evaluator:
         """The top-level loop: (final rule or None, the rule it hangs under)."""
         decoder = event.decoder
         category = decoder.category if decoder is not None else "syslog"
+        if category == OSSEC_ALERT_CATEGORY:
+            # An alert forwarded by another manager already names its rule; the
+            # tree is not walked (analysisd's OSSEC_ALERT decoder type).
+            forwarded = event.rule
+            return (forwarded, None) if isinstance(forwarded, Rule) else (None, None)
         shape = event_shape(event)
         firedtimes = ctx.state.firedtimes
         for top in self.tree.roots:

@@ -128,8 +128,8 @@ class RuleTree:
                 problems.append(
                     RulesetProblem(
                         rule.location,
-                        f"rule {rule.id} is already defined at {existing.location}; this duplicate is"
-                        ' skipped (use overwrite="yes" to replace it)',
+                        f"rule {rule.id} is already defined at {existing.location}; this"
+                        ' duplicate is skipped (use overwrite="yes" to replace it)',
                         "warning",
                     )
                 )
