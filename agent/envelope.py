@@ -1,0 +1,307 @@
+"""Wrap one CloudTrail record exactly as the Wazuh 4.x ``aws-s3`` wodle does.
+
+Stock Wazuh rules (``0350-amazon_rules.xml``), the index template and the AWS
+dashboards expect the shape the wodle sends to analysisd, so the agent sends the
+same message and the manager decodes it with the stock ``json`` decoder::
+
+    {"integration":"aws","aws":{"log_info":{...},<record keys>,"source":"cloudtrail",
+     "aws_account_id":"...","source_ip_address":"..."}}
+
+Theory of operation
+-------------------
+The wodle builds the message in this order (``wodles/aws/buckets_s3/aws_bucket.py``
+``AWSLogsBucket.load_information_from_file`` / ``get_alert_msg`` /
+``AWSBucket.reformat_msg`` and ``cloudtrail.py`` ``reformat_msg``):
+
+1. ``event = dict(record, source="cloudtrail")``: ``source`` keeps the position of
+   an existing ``source`` key, otherwise it is appended.
+2. ``remove_none_fields(event)``: drop ``None`` values, recursing into dicts only.
+3. ``msg["aws"].update(event)`` after ``log_info``; then ``aws_account_id`` is set.
+   Plain dict assignment: a record key that collides (``log_info``,
+   ``aws_account_id``) keeps its position and gets the later value.
+4. ``single_element_list_to_dictionary(msg)``: every list of length 1 that is a
+   value of a dict reached through dicts only becomes its element. The element is
+   not visited again, and lists are never entered.
+5. ``source_ip_address`` is set when ``re.match(r"\\d+\\.\\d+.\\d+.\\d+",
+   sourceIPAddress)`` (the wodle's pattern: two unescaped dots, anchored at the
+   start only).
+6. A non-dict top-level ``tags`` becomes ``{"value": tags}``.
+7. A non-dict ``additionalEventData``/``responseElements``/``requestParameters``
+   becomes ``{"string": str(value)}``: Python ``str()``, so a list shows as its
+   Python repr (``"['a', 'b']"``), a bool as ``"True"``.
+8. A bool ``requestParameters.disableApiTermination`` becomes ``{"value": bool}``.
+
+Steps 2 and 4 both walk dicts only, so one recursive pass does both: drop ``None``
+values, recurse into dict values, collapse one-element lists (a collapsed ``[None]``
+stays ``None``, as in the wodle, because removal ran first). The pass builds new
+dicts, so the caller's record is never mutated.
+
+Deliberate differences:
+- compact separators, raw UTF-8 and orjson's float spelling (the wodle's
+  ``json.dumps`` writes ``", "``, ``\\uXXXX`` escapes and ``1e+16``): the same
+  values once parsed; our default rules match ``"errorCode":"..."`` in the raw text;
+- where the wodle would crash (a non-string ``sourceIPAddress`` makes ``re.match``
+  raise ``TypeError`` and the wodle exits), we simply add no ``source_ip_address``;
+- the wodle always knows the account id from the S3 key. When the file does not
+  follow the S3 layout we fall back to the record's ``recipientAccountId`` and then
+  ``userIdentity.accountId``; if neither is a string, ``aws_account_id`` is omitted;
+- records are parsed by orjson, which reads integers beyond 64 bits as floats, so
+  such a number cast by step 7 prints as a float where the wodle prints the integer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+# The wodle's location: messages reach analysisd as "1:Wazuh-AWS:<json>".
+WODLE_LOCATION = "Wazuh-AWS"
+
+# Verbatim from the wodle (reformat_msg), including the unescaped dots; used with
+# re.match, i.e. anchored at the start only. Linear: no nested quantifiers.
+_IPV4_LIKE = re.compile(r"\d+\.\d+.\d+.\d+")
+
+# cloudtrail.py casts these to {"string": str(value)} when they are not dicts.
+_CAST_TO_STRING = ("additionalEventData", "responseElements", "requestParameters")
+
+
+class EnvelopeError(ValueError):
+    """The record cannot be expressed as a wodle message (bad input, e.g. nested
+    deeper than orjson serialises)."""
+
+
+def _clean(node: dict[str, Any]) -> dict[str, Any]:
+    """Steps 2 and 4 for one dict: drop None, recurse into dicts, collapse 1-lists."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        # Exact-type checks first: orjson yields plain str/dict/list, strings dominate.
+        t = type(value)
+        if t is str:
+            out[key] = value
+        elif t is dict:
+            out[key] = _clean(value)
+        elif t is list:
+            out[key] = value[0] if len(value) == 1 else value
+        elif value is not None:
+            if isinstance(value, dict):
+                value = _clean(value)
+            elif isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            out[key] = value
+    return out
+
+
+def fallback_account_id(record: dict[str, Any]) -> str | None:
+    """The account to report when the file path carries none.
+
+    ``recipientAccountId`` is the account whose trail delivered the event (what the
+    S3 path would have said); ``userIdentity.accountId`` is the caller's account,
+    the best remaining guess (AwsServiceEvent records carry only that).
+    """
+    recipient = record.get("recipientAccountId")
+    if isinstance(recipient, str) and recipient:
+        return recipient
+    identity = record.get("userIdentity")
+    if isinstance(identity, dict):
+        account = identity.get("accountId")
+        if isinstance(account, str) and account:
+            return account
+    return None
+
+
+def build_message(
+    record: dict[str, Any],
+    *,
+    log_file: str,
+    bucket: str,
+    account_id: str | None,
+    account_alias: str = "",
+) -> dict[str, Any]:
+    """The wodle message as a Python dict (see the module docstring for the steps)."""
+    if account_id is None:
+        account_id = fallback_account_id(record)
+    aws: dict[str, Any] = {
+        "log_info": {"aws_account_alias": account_alias, "log_file": log_file, "s3bucket": bucket}
+    }
+    for key, value in record.items():
+        t = type(value)
+        if t is str:
+            pass
+        elif t is dict:
+            value = _clean(value)
+        elif t is list:
+            if len(value) == 1:
+                value = value[0]
+        elif value is None:
+            if key != "source":
+                continue
+            # dict(record, source=...) overrides even a None: keep the position.
+        elif isinstance(value, dict):
+            value = _clean(value)
+        elif isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        aws[key] = value
+    aws["source"] = "cloudtrail"  # in place if the record had one, else appended
+    if account_id is not None:
+        aws["aws_account_id"] = account_id
+
+    source_ip = aws.get("sourceIPAddress")
+    if isinstance(source_ip, str) and _IPV4_LIKE.match(source_ip):
+        aws["source_ip_address"] = source_ip
+
+    if "tags" in aws and not isinstance(aws["tags"], dict):
+        aws["tags"] = {"value": aws["tags"]}
+
+    for field in _CAST_TO_STRING:
+        if field in aws and not isinstance(aws[field], dict):
+            aws[field] = {"string": str(aws[field])}
+
+    params = aws.get("requestParameters")
+    if isinstance(params, dict) and isinstance(params.get("disableApiTermination"), bool):
+        # A fresh dict: a collapsed one-element list hands us the caller's object.
+        aws["requestParameters"] = {
+            **params,
+            "disableApiTermination": {"value": params["disableApiTermination"]},
+        }
+    return {"integration": "aws", "aws": aws}
+
+
+def wrap_record(
+    record: dict[str, Any],
+    *,
+    log_file: str,
+    bucket: str,
+    account_id: str | None,
+    account_alias: str = "",
+) -> bytes:
+    """Serialise ``record`` as the wodle's message body, compact, UTF-8.
+
+    Args:
+        record: one element of ``Records`` as parsed JSON; not modified.
+        log_file: the object key relative to the bucket root (``log_info.log_file``).
+        bucket: the bucket name (``log_info.s3bucket``).
+        account_id: from the S3 key; ``None`` falls back to the record's own ids.
+        account_alias: ``log_info.aws_account_alias`` (the wodle's default is "").
+
+    Raises:
+        EnvelopeError: the record nests too deeply to serialise (bad input).
+    """
+    try:
+        return orjson.dumps(
+            build_message(
+                record,
+                log_file=log_file,
+                bucket=bucket,
+                account_id=account_id,
+                account_alias=account_alias,
+            )
+        )
+    except (orjson.JSONEncodeError, RecursionError) as exc:
+        raise EnvelopeError(f"record {record.get('eventID')!r} cannot be wrapped: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class S3Key:
+    """The parts of a CloudTrail S3 delivery key
+    ``[prefix/]AWSLogs/[o-orgid/]<account>/CloudTrail/<region>/YYYY/MM/DD/<name>``."""
+
+    prefix: str  # "" when the key starts at AWSLogs
+    org_id: str | None
+    account_id: str
+    region: str
+    date: str  # "YYYY/MM/DD", as in the key
+    name: str
+
+
+def parse_s3_key(key: str) -> S3Key | None:
+    """Split a ``/``-separated key that follows the CloudTrail S3 layout, else None.
+
+    Segment-wise, from the right-most ``AWSLogs`` that fits, so a prefix that itself
+    contains ``AWSLogs`` still works. Account ids are any digits: sanitised data has
+    9- and 13-digit ones.
+    """
+    segs = key.split("/")
+    for i in range(len(segs) - 1, -1, -1):
+        if segs[i] != "AWSLogs":
+            continue
+        rest = segs[i + 1 :]
+        org_id = None
+        if len(rest) == 8 and rest[0].startswith("o-"):
+            org_id, rest = rest[0], rest[1:]
+        if len(rest) != 7:
+            continue
+        account, service, region, year, month, day, name = rest
+        if not (
+            account.isascii()
+            and account.isdigit()
+            and service == "CloudTrail"
+            and region
+            and _is_digits(year, 4)
+            and _is_digits(month, 2)
+            and _is_digits(day, 2)
+            and name
+        ):
+            continue
+        return S3Key(
+            prefix="/".join(segs[:i]),
+            org_id=org_id,
+            account_id=account,
+            region=region,
+            date=f"{year}/{month}/{day}",
+            name=name,
+        )
+    return None
+
+
+def _is_digits(text: str, width: int) -> bool:
+    return len(text) == width and text.isascii() and text.isdigit()
+
+
+@dataclass(frozen=True, slots=True)
+class LogOrigin:
+    """Where a file sits, as the wodle's ``log_info`` and ``aws_account_id`` say it."""
+
+    log_file: str  # key relative to the bucket root, "/"-separated
+    bucket: str
+    account_id: str | None  # None: not the S3 layout; wrap_record falls back per record
+    region: str | None
+
+
+def origin_for(
+    path: str | os.PathLike[str], source_dir: str | os.PathLike[str], bucket: str | None = None
+) -> LogOrigin:
+    """Describe ``path`` (a file below the configured ``source_dir``) for the envelope.
+
+    The source directory plays the bucket root: ``log_file`` is the path below it and
+    the bucket name defaults to the directory's own name.
+
+    Raises:
+        ValueError: ``path`` is not below ``source_dir`` (the caller's bug).
+    """
+    root = Path(source_dir).absolute()
+    full = Path(path).absolute()
+    try:
+        rel = full.relative_to(root)
+    except ValueError:
+        raise ValueError(f"{full} is not below the source directory {root}") from None
+    if not rel.parts:
+        raise ValueError(f"{full} is the source directory itself, not a file below it")
+    key = rel.as_posix()
+    parsed = parse_s3_key(key)
+    return LogOrigin(
+        log_file=key,
+        bucket=bucket if bucket is not None else root.name,
+        account_id=parsed.account_id if parsed else None,
+        region=parsed.region if parsed else None,
+    )
+
+
+def location_for(path: str | os.PathLike[str]) -> str:
+    """The event location naming the source file, as logcollector names a file it
+    reads (its path). Callers wanting the wodle's constant use ``WODLE_LOCATION``."""
+    return os.fspath(path)
