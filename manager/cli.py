@@ -44,27 +44,62 @@ Ruleset selection (all subcommands that load rules):
 
 def _add_ruleset_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("ruleset")
-    group.add_argument("--wazuh-ruleset", type=Path, metavar="DIR",
-                       help="use Wazuh 4.x's ruleset from DIR (rules/, decoders/, lists/)")
-    group.add_argument("--rules-dir", type=Path, action="append", default=[], metavar="DIR",
-                       help="rules directory (repeatable; files load sorted by name)")
-    group.add_argument("--decoders-dir", type=Path, action="append", default=[], metavar="DIR",
-                       help="decoders directory (repeatable)")
-    group.add_argument("--lists-dir", type=Path, metavar="DIR",
-                       help="CDB lists: etc/lists/NAME in rules resolves to DIR/NAME")
-    group.add_argument("--rule-exclude", action="append", default=[], metavar="FILE",
-                       help="skip a rules file by name (repeatable)")
-    group.add_argument("--decoder-exclude", action="append", default=[], metavar="FILE",
-                       help="skip a decoders file by name (repeatable)")
-    group.add_argument("--log-alert-level", type=int, metavar="N",
-                       help="lowest rule level written as an alert (default: 1 for the bundled"
-                            " ruleset, 3 with --wazuh-ruleset, as Wazuh)")
+    group.add_argument(
+        "--wazuh-ruleset",
+        type=Path,
+        metavar="DIR",
+        help="use Wazuh 4.x's ruleset from DIR (rules/, decoders/, lists/)",
+    )
+    group.add_argument(
+        "--rules-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="rules directory (repeatable; files load sorted by name)",
+    )
+    group.add_argument(
+        "--decoders-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="decoders directory (repeatable)",
+    )
+    group.add_argument(
+        "--lists-dir",
+        type=Path,
+        metavar="DIR",
+        help="CDB lists: etc/lists/NAME in rules resolves to DIR/NAME",
+    )
+    group.add_argument(
+        "--rule-exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="skip a rules file by name (repeatable)",
+    )
+    group.add_argument(
+        "--decoder-exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="skip a decoders file by name (repeatable)",
+    )
+    group.add_argument(
+        "--log-alert-level",
+        type=int,
+        metavar="N",
+        help="lowest rule level written as an alert (default: 1 for the bundled"
+        " ruleset, 3 with --wazuh-ruleset, as Wazuh)",
+    )
 
 
 def layout_from_args(args: argparse.Namespace) -> RulesetLayout:
     if args.wazuh_ruleset is not None:
-        base = stock_layout(args.wazuh_ruleset, extra_rule_dirs=args.rules_dir,
-                            extra_decoder_dirs=args.decoders_dir)
+        base = stock_layout(
+            args.wazuh_ruleset, extra_rule_dirs=args.rules_dir, extra_decoder_dirs=args.decoders_dir
+        )
     else:
         default = default_layout()
         base = RulesetLayout(
@@ -77,23 +112,27 @@ def layout_from_args(args: argparse.Namespace) -> RulesetLayout:
         if not args.lists_dir.is_dir():
             raise RulesetFilesError(f"--lists-dir: not a directory: {args.lists_dir}")
         lists.update(lists_from_dir(args.lists_dir))
-    return RulesetLayout(base.decoder_dirs, base.rule_dirs,
-                         (*base.decoder_excludes, *args.decoder_exclude),
-                         (*base.rule_excludes, *args.rule_exclude), lists)
+    return RulesetLayout(
+        base.decoder_dirs,
+        base.rule_dirs,
+        (*base.decoder_excludes, *args.decoder_exclude),
+        (*base.rule_excludes, *args.rule_exclude),
+        lists,
+    )
 
 
 def options_from_args(args: argparse.Namespace, mode: str = "analysisd") -> EngineOptions:
     level = args.log_alert_level
     if level is None:
-        level = WAZUH_LOG_ALERT_LEVEL if args.wazuh_ruleset is not None else \
-            DEFAULT_LOG_ALERT_LEVEL
+        level = WAZUH_LOG_ALERT_LEVEL if args.wazuh_ruleset is not None else DEFAULT_LOG_ALERT_LEVEL
     if not 0 <= level <= 16:
         raise RulesetFilesError(f"--log-alert-level must be 0..16, got {level}")
     return EngineOptions(log_alert_level=level, mode=mode)
 
 
-def load_engine(args: argparse.Namespace, mode: str = "analysisd"
-                ) -> tuple[Engine, list[RulesetProblem]]:
+def load_engine(
+    args: argparse.Namespace, mode: str = "analysisd"
+) -> tuple[Engine, list[RulesetProblem]]:
     return Engine.compile(read_sources(layout_from_args(args)), options_from_args(args, mode))
 
 
@@ -112,17 +151,26 @@ def _report_problems(problems: list[RulesetProblem], *, warnings: bool) -> int:
 
 
 def cmd_logtest(args: argparse.Namespace) -> int:
-    from trailwarden.manager.logtest import run  # noqa: PLC0415 - keeps --help fast
+    from trailwarden.manager.logtest import run
 
     engine, problems = load_engine(args, mode="logtest")
     if _report_problems(problems, warnings=args.verbose):
-        print("logtest: the ruleset has errors (listed above); fix them or run"
-              " `trailwarden-manager validate-rules`", file=sys.stderr)
+        print(
+            "logtest: the ruleset has errors (listed above); fix them or run"
+            " `trailwarden-manager validate-rules`",
+            file=sys.stderr,
+        )
         return 2
     if not args.json and sys.stdin.isatty():
         print("Type one log line per line; Ctrl-D ends the session.", file=sys.stderr)
-    run(engine, sys.stdin, sys.stdout, location=args.location, json=args.json,
-        manager_name=args.manager_name)
+    run(
+        engine,
+        sys.stdin,
+        sys.stdout,
+        location=args.location,
+        json=args.json,
+        manager_name=args.manager_name,
+    )
     return 0
 
 
@@ -130,13 +178,15 @@ def cmd_validate_rules(args: argparse.Namespace) -> int:
     engine, problems = load_engine(args)
     errors = _report_problems(problems, warnings=True)
     warnings = len(problems) - errors
-    print(f"{len(engine.tree.rules)} rules and {len(engine.decoders.names)} decoder names loaded;"
-          f" {errors} error(s), {warnings} warning(s)")
+    print(
+        f"{len(engine.tree.rules)} rules and {len(engine.decoders.names)} decoder names loaded;"
+        f" {errors} error(s), {warnings} warning(s)"
+    )
     return 1 if errors else 0
 
 
 def cmd_test_ruleset(args: argparse.Namespace) -> int:
-    from trailwarden.manager.ruleset_tests import read_cases, run_case  # noqa: PLC0415
+    from trailwarden.manager.ruleset_tests import read_cases, run_case
 
     engine, problems = load_engine(args, mode="logtest")
     if _report_problems(problems, warnings=False):
@@ -144,8 +194,13 @@ def cmd_test_ruleset(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for target in args.tests:
         if target.is_dir():
-            files.extend(sorted(p for p in target.glob("*.ini")
-                                if args.geoip or not p.name.endswith("geoip.ini")))
+            files.extend(
+                sorted(
+                    p
+                    for p in target.glob("*.ini")
+                    if args.geoip or not p.name.endswith("geoip.ini")
+                )
+            )
         elif target.is_file():
             files.append(target)
         else:
@@ -172,40 +227,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trailwarden-manager",
         description="Trailwarden manager: Wazuh-compatible analysis of AWS CloudTrail events.",
-        epilog=_RULESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_RULESET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "logtest", help="test events against the ruleset, like wazuh-logtest",
+        "logtest",
+        help="test events against the ruleset, like wazuh-logtest",
         description="Read events from stdin, one per line, and show how the ruleset decodes"
-                    " them and which rule matches. Correlation state (frequency rules) is kept"
-                    " across the lines of one run.",
-        epilog=_RULESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per line: rule_id, level, decoder, alert, output")
-    p.add_argument("--location", default="stdin",
-                   help="location the events come from (default: stdin, as wazuh-logtest)")
-    p.add_argument("--manager-name", default=socket.gethostname(),
-                   help="manager name shown in alerts (default: this host's name)")
+        " them and which rule matches. Correlation state (frequency rules) is kept"
+        " across the lines of one run.",
+        epilog=_RULESET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: rule_id, level, decoder, alert, output",
+    )
+    p.add_argument(
+        "--location",
+        default="stdin",
+        help="location the events come from (default: stdin, as wazuh-logtest)",
+    )
+    p.add_argument(
+        "--manager-name",
+        default=socket.gethostname(),
+        help="manager name shown in alerts (default: this host's name)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="also print ruleset warnings")
     _add_ruleset_args(p)
     p.set_defaults(func=cmd_logtest)
 
     p = sub.add_parser(
-        "validate-rules", help="load the ruleset and list every problem (file:line)",
+        "validate-rules",
+        help="load the ruleset and list every problem (file:line)",
         description="Load rules, decoders and lists and report every problem with file:line."
-                    " Exits 1 when there is an error, 0 otherwise (warnings are listed too).",
-        epilog=_RULESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        " Exits 1 when there is an error, 0 otherwise (warnings are listed too).",
+        epilog=_RULESET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_ruleset_args(p)
     p.set_defaults(func=cmd_validate_rules)
 
     p = sub.add_parser(
-        "test-ruleset", help="run Wazuh-format ruleset test files (*.ini)",
+        "test-ruleset",
+        help="run Wazuh-format ruleset test files (*.ini)",
         description="Run test files in the format of Wazuh's ruleset/testing/tests (as"
-                    " runtests.py does, without a running manager).",
-        epilog=_RULESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("tests", type=Path, nargs="+", metavar="FILE_OR_DIR",
-                   help="*.ini files, or directories of them")
+        " runtests.py does, without a running manager).",
+        epilog=_RULESET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "tests",
+        type=Path,
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        help="*.ini files, or directories of them",
+    )
     p.add_argument("--geoip", action="store_true", help="include *geoip.ini files")
     p.add_argument("-v", "--verbose", action="store_true", help="print a line per file")
     _add_ruleset_args(p)

@@ -44,11 +44,22 @@ def text_report(engine: Engine, verdict: Verdict, manager_name: str) -> str:
         lines.append(f"\tname: {_quote(decoder.name)}")
         if decoder.parent is not None:
             lines.append(f"\tparent: {_quote(decoder.parent)}")
-        for attr, label in (("srcip", "srcip"), ("srcport", "srcport"), ("srcuser", "srcuser"),
-                            ("dstip", "dstip"), ("dstport", "dstport"), ("dstuser", "dstuser"),
-                            ("protocol", "protocol"), ("action", "action"), ("id", "id"),
-                            ("url", "url"), ("data", "data"), ("extra_data", "extra_data"),
-                            ("status", "status"), ("systemname", "system_name")):
+        for attr, label in (
+            ("srcip", "srcip"),
+            ("srcport", "srcport"),
+            ("srcuser", "srcuser"),
+            ("dstip", "dstip"),
+            ("dstport", "dstport"),
+            ("dstuser", "dstuser"),
+            ("protocol", "protocol"),
+            ("action", "action"),
+            ("id", "id"),
+            ("url", "url"),
+            ("data", "data"),
+            ("extra_data", "extra_data"),
+            ("status", "status"),
+            ("systemname", "system_name"),
+        ):
             value = getattr(event, attr)
             if value is not None:
                 lines.append(f"\t{label}: {_quote(value)}")
@@ -57,12 +68,16 @@ def text_report(engine: Engine, verdict: Verdict, manager_name: str) -> str:
     rule = verdict.rule
     if rule is not None:
         info = rule.describe()
-        lines += ["", "**Phase 3: Completed filtering (rules).",
-                  f"\tid: {_quote(rule.id)}", f"\tlevel: {_quote(rule.level)}",
-                  f"\tdescription: {_quote(engine.describe(verdict))}",
-                  f"\tgroups: {_quote(info.groups)}",
-                  f"\tfiredtimes: {_quote(verdict.firedtimes)}",
-                  f"\tmail: {_quote(info.mail)}"]
+        lines += [
+            "",
+            "**Phase 3: Completed filtering (rules).",
+            f"\tid: {_quote(rule.id)}",
+            f"\tlevel: {_quote(rule.level)}",
+            f"\tdescription: {_quote(engine.describe(verdict))}",
+            f"\tgroups: {_quote(info.groups)}",
+            f"\tfiredtimes: {_quote(verdict.firedtimes)}",
+            f"\tmail: {_quote(info.mail)}",
+        ]
         if verdict.alert:
             lines.append("**Alert to be generated.")
     lines.append("")
@@ -85,8 +100,15 @@ def json_report(engine: Engine, verdict: Verdict, manager_name: str) -> bytes:
     return orjson.dumps(report, default=str)
 
 
-def run(engine: Engine, lines: Iterable[str], out: TextIO, *, location: str, json: bool,
-        manager_name: str) -> int:
+def run(
+    engine: Engine,
+    lines: Iterable[str],
+    out: TextIO,
+    *,
+    location: str,
+    json: bool,
+    manager_name: str,
+) -> int:
     """Analyse each line; returns how many lines produced an alert."""
     state = engine.new_state()
     alerts = 0

@@ -277,7 +277,7 @@ class DecoderSet:
                         continue
                     return
                 regex_prev = m.end + 1 if m.end < end_of_log else m.end
-                if event.field_count >= MAX_DYNAMIC_FIELDS:
+                if event.is_full():
                     return
                 order = self._orders[id(spec)]
                 for (name, attr), value in zip(order, m.groups, strict=False):

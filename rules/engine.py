@@ -31,7 +31,7 @@ from trailwarden.rules.event import Event
 from trailwarden.rules.json_decoder import decode_json
 from trailwarden.rules.mitre import MitreTable, default_mitre_table
 from trailwarden.rules.plugin_decoders import plugin_factories
-from trailwarden.rules.predecode import predecode
+from trailwarden.rules.predecode import hostname_for_event, manager_short_name, predecode
 from trailwarden.rules.rule_parse import Rule, RuleParser
 from trailwarden.rules.ruletree import RuleTree
 from trailwarden.rules.source import Location, RulesetProblem
@@ -229,19 +229,14 @@ class Engine:
         """Analyse one message received from ``location`` at time ``now``."""
         event = Event(message, location, now)
         pre = predecode(location, message)
-        event.log = message[pre.log_start :] if pre.log_start else message
+        event.log = pre.log_of(message)
         event.location = pre.location
         event.agent_id = pre.agent_id
         event.agent_name = pre.agent_name
         event.agent_ip = pre.agent_ip
         event.program_name = pre.program_name
         event.predecoded_timestamp = pre.timestamp
-        if pre.hostname is not None:
-            event.hostname = pre.hostname
-        elif pre.agent_name is not None:
-            event.hostname = pre.agent_name
-        else:
-            event.hostname = manager_name
+        event.hostname = hostname_for_event(pre, manager_short_name(manager_name))
         self.decoders.decode(event)
         return self.evaluate(event, state, now)
 

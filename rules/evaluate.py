@@ -28,6 +28,9 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import re2
 
 from trailwarden.rules.compiled_rules import COMPILED_RULES
 from trailwarden.rules.correlation import CorrelationState
@@ -298,6 +301,113 @@ def event_shape(event: Event) -> tuple[str | None, bool, int]:
     return (decoder.name if decoder is not None else None, event.program_name is not None, mask)
 
 
+# Below this many candidate children, trying each is cheaper than a dispatch.
+DISPATCH_MIN_CHILDREN = 16
+# Up to this many distinct literals are looked for with `in`; more go to one re2 set.
+LITERAL_LOOP_MAX = 8
+
+
+class _LiteralSet:
+    """Which of many literals occur in a text: a loop for few, one re2 set for many."""
+
+    __slots__ = ("_set", "literals")
+
+    def __init__(self, literals: list[str]) -> None:
+        self.literals = literals
+        self._set: Any = None
+        if len(literals) > LITERAL_LOOP_MAX:
+            options = re2.Options()
+            options.max_mem = 64 << 20
+            rset = re2.Set.SearchSet(options)
+            for literal in literals:
+                rset.Add(re2.escape(literal))
+            rset.Compile()
+            self._set = rset
+
+    def hits(self, text: str) -> list[int]:
+        if self._set is None:
+            return [i for i, literal in enumerate(self.literals) if literal in text]
+        found = self._set.Match(text)
+        return list(found) if found else []
+
+
+class _Dispatch:
+    """Children narrowed by one field's value before any of them is tried.
+
+    A child whose conditions include ``<field name="F">`` with a pattern that
+    needs some literal in the value (and is not negated) can only match when
+    the value of F contains that literal; children without such a condition on
+    F are always tried. Selection keeps sibling order, so the result is exact.
+    """
+
+    __slots__ = ("always", "by_literal", "children", "field", "literals")
+
+    def __init__(self, field_name: str, children: tuple[RuleNode, ...], always: list[int],
+                 by_literal: list[list[int]], literals: _LiteralSet) -> None:
+        self.field = field_name
+        self.children = children
+        self.always = always
+        self.by_literal = by_literal
+        self.literals = literals
+
+    @classmethod
+    def build(cls, kept: tuple[RuleNode, ...]) -> _Dispatch | None:
+        if len(kept) < DISPATCH_MIN_CHILDREN:
+            return None
+        keyed: list[dict[str, str]] = []
+        counts: dict[str, int] = {}
+        for node in kept:
+            keys: dict[str, str] = {}
+            for name, expr in node.rule.fields:
+                lname = ascii_lower(name)
+                literal = expr.required_literal
+                if literal and not expr.negate and lname not in keys:
+                    keys[lname] = literal
+                    counts[lname] = counts.get(lname, 0) + 1
+            keyed.append(keys)
+        if not counts:
+            return None
+        field_name, covered = max(counts.items(), key=lambda item: item[1])
+        if covered < DISPATCH_MIN_CHILDREN:
+            return None
+        literal_ids: dict[str, int] = {}
+        by_literal: list[list[int]] = []
+        always: list[int] = []
+        for position, keys in enumerate(keyed):
+            literal = keys.get(field_name)
+            if literal is None:
+                always.append(position)
+                continue
+            index = literal_ids.get(literal)
+            if index is None:
+                index = literal_ids[literal] = len(by_literal)
+                by_literal.append([])
+            by_literal[index].append(position)
+        return cls(field_name, kept, always, by_literal, _LiteralSet(list(literal_ids)))
+
+    def select(self, event: Event) -> list[RuleNode]:
+        children = self.children
+        value = event.find_field(self.field)
+        hits = [] if value is None else self.literals.hits(ascii_lower(value))
+        if not hits:
+            return [children[i] for i in self.always]
+        positions = set(self.always)
+        for index in hits:
+            positions.update(self.by_literal[index])
+        return [children[i] for i in sorted(positions)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    """The children an event shape can reach, and their dispatch if there are many."""
+
+    nodes: tuple[RuleNode, ...]
+    dispatch: _Dispatch | None
+
+
+Shape = tuple[str | None, bool, int]
+
+
 class Evaluator:
     """Runs the rule tree over decoded events."""
 
@@ -309,11 +419,10 @@ class Evaluator:
             self._tests[rule.id] = _compile(rule)
             self._reqs[rule.id] = _requirements(rule)
 
-    def candidates(
-        self, node: RuleNode, shape: tuple[str | None, bool, int]
-    ) -> tuple[RuleNode, ...]:
+    def candidates(self, node: RuleNode, shape: Shape) -> _Candidates:
         cached = node.index.get(shape)
         if cached is not None:
+            assert isinstance(cached, _Candidates)
             return cached
         decoder, has_pn, mask = shape
         kept = []
@@ -326,7 +435,8 @@ class Evaluator:
             if req.mask & ~mask:
                 continue
             kept.append(child)
-        result = tuple(kept)
+        nodes = tuple(kept)
+        result = _Candidates(nodes, _Dispatch.build(nodes))
         node.index[shape] = result
         return result
 
@@ -349,20 +459,17 @@ class Evaluator:
                 return found
         return None, None
 
-    def _check(
-        self,
-        node: RuleNode,
-        event: Event,
-        ctx: EvalContext,
-        shape: tuple[str | None, bool, int],
-        firedtimes: dict[int, int],
-    ) -> tuple[Rule, Rule | None] | None:
+    def _check(self, node: RuleNode, event: Event, ctx: EvalContext, shape: Shape,
+               firedtimes: dict[int, int]) -> tuple[Rule, Rule | None] | None:
         rule = node.rule
         for test in self._tests[rule.id]:
             if not test(event, ctx):
                 return None
         if node.children:
-            for child in self.candidates(node, shape):
+            candidates = self.candidates(node, shape)
+            dispatch = candidates.dispatch
+            children = candidates.nodes if dispatch is None else dispatch.select(event)
+            for child in children:
                 found = self._check(child, event, ctx, shape, firedtimes)
                 if found is not None:
                     child_rule, parent = found

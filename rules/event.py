@@ -79,8 +79,10 @@ class FieldBlock(Protocol):
         ...
 
     def count(self) -> int:
-        """Number of fields this block holds."""
+        """Number of fields this block holds (may be computed lazily)."""
         ...
+
+    # Optional: ``def bound(self) -> int``, a cheap upper bound on ``count()``.
 
 
 class _PairBlock:
@@ -142,6 +144,7 @@ class Event:
         "dstgeoip",
         "_blocks",
         "_nfields",
+        "_pending",
         # -- rule evaluation --
         "matched_level",  # correlation: level of the rule that consumed this event
         "rule",  # the generated rule (RuleNode) or None
@@ -185,6 +188,7 @@ class Event:
         self.dstgeoip: str | None = None
         self._blocks: list[FieldBlock] = []
         self._nfields = 0
+        self._pending: list[FieldBlock] = []
         self.matched_level = 0
         self.rule: object | None = None
         self.firedtimes = 0
@@ -197,16 +201,38 @@ class Event:
 
     @property
     def field_count(self) -> int:
+        """Exact number of dynamic fields (counts lazy blocks on first use)."""
+        pending = self._pending
+        if pending:
+            self._nfields += sum(block.count() for block in pending)
+            pending.clear()
         return self._nfields
 
     @property
     def field_room(self) -> int:
         """How many more dynamic fields this event may take."""
-        return MAX_DYNAMIC_FIELDS - self._nfields
+        return MAX_DYNAMIC_FIELDS - self.field_count
+
+    @property
+    def blocks(self) -> tuple[FieldBlock, ...]:
+        """The field blocks in decode order (the alert builder reads them)."""
+        return tuple(self._blocks)
+
+    def is_full(self) -> bool:
+        """True when no more dynamic fields fit; cheap while far from the cap."""
+        pending = self._pending
+        if pending:
+            bound = self._nfields
+            for block in pending:
+                bound_of = getattr(block, "bound", None)
+                bound += block.count() if bound_of is None else bound_of()
+            if bound < MAX_DYNAMIC_FIELDS:
+                return False
+        return self.field_count >= MAX_DYNAMIC_FIELDS
 
     def add_field(self, key: str, value: str) -> bool:
         """Append one dynamic field; False when the event is already full."""
-        if self._nfields >= MAX_DYNAMIC_FIELDS:
+        if self.is_full():
             return False
         blocks = self._blocks
         if not blocks or not isinstance(blocks[-1], _PairBlock):
@@ -218,9 +244,13 @@ class Event:
         return True
 
     def add_block(self, block: FieldBlock) -> None:
-        """Append a block of fields; the producer already respected ``field_room``."""
+        """Append a block of fields; the producer already respected ``field_room``.
+
+        Its size is only counted when someone needs the exact number: a block
+        may offer ``bound()``, a cheap upper bound used while far from the cap.
+        """
         self._blocks.append(block)
-        self._nfields += block.count()
+        self._pending.append(block)
 
     def find_field(self, key: str) -> str | None:
         """analysisd ``FindField``: case-insensitive key, first occurrence wins."""

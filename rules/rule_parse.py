@@ -316,7 +316,7 @@ class RuleParser:
 
     # -- attributes -----------------------------------------------------------
 
-    def _attributes(self, element: XmlElement) -> Rule | None:  # noqa: PLR0911, PLR0912
+    def _attributes(self, element: XmlElement) -> Rule | None:
         line = element.line
         values: dict[str, str] = {}
         for name, value in element.attrs:
@@ -400,7 +400,7 @@ class RuleParser:
 
     # -- the rule -------------------------------------------------------------
 
-    def parse(self, element: XmlElement, group_name: str) -> Rule | None:  # noqa: PLR0912, PLR0915
+    def parse(self, element: XmlElement, group_name: str) -> Rule | None:
         """Parse one <rule>; None when analysisd would reject or skip it."""
         rule = self._attributes(element)
         if rule is None:

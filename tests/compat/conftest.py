@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from compat_ruleset import compat_engine  # noqa: E402
+from compat_ruleset import compat_engine
 
-from trailwarden.rules.engine import Engine  # noqa: E402
+from trailwarden.rules.engine import Engine
 
 
 @pytest.fixture(scope="session")

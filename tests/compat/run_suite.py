@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from compat_ruleset import compat_engine  # noqa: E402
+from compat_ruleset import compat_engine
 
-from trailwarden.manager.ruleset_tests import iter_suite  # noqa: E402
+from trailwarden.manager.ruleset_tests import iter_suite
 
 
 def main() -> int:
