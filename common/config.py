@@ -113,7 +113,7 @@ def _convert(tp: Any, value: Any, dotted: str, source: str, base_dir: Path | Non
         items = [_convert(item_type, v, f"{dotted}[{i}]", source, base_dir)
                  for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise wrong(f"a table [{dotted}]")
         return build(tp, value, source=source, base_dir=base_dir, prefix=dotted + ".")
