@@ -21,7 +21,6 @@ after a prematch or regex skips one more character when it is not at the end.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +36,9 @@ PluginFunc = Callable[[Event, str], None]
 PluginFactory = Callable[["DecoderSpec"], PluginFunc]
 
 
-class Offset(enum.IntFlag):
+class Offset:
+    """Decoder offsets (decode-xml.c flags); plain ints: tested per event."""
+
     NONE = 0
     AFTER_PARENT = 1
     AFTER_PREMATCH = 2
@@ -94,13 +95,13 @@ class DecoderSpec:
     parent: str | None = None
     program_name: Expression | None = None
     prematch: Expression | None = None
-    prematch_offset: Offset = Offset.NONE
+    prematch_offset: int = Offset.NONE
     regex: Expression | None = None
-    regex_offset: Offset = Offset.NONE
+    regex_offset: int = Offset.NONE
     order: list[str] = field(default_factory=list)
     plugin_name: str | None = None
     plugin: PluginFunc | None = None
-    plugin_offset: Offset = Offset.NONE
+    plugin_offset: int = Offset.NONE
     category: str = "syslog"
     use_own_name: bool = False
     accumulate: bool = False
@@ -201,8 +202,14 @@ class DecoderSet:
                 assert spec.program_name is not None
                 if not spec.program_name.test(program_name):
                     continue
-            if spec.prematch is not None:
-                m = spec.prematch.match(log, 0)
+            prematch = spec.prematch
+            if prematch is not None:
+                lowered = event.lowered_log()
+                # A literal the pattern needs and the log lacks: no match, no call.
+                needed = prematch.required_literal
+                if needed is not None and prematch.case_insensitive and needed not in lowered:
+                    continue
+                m = prematch.match(log, 0, lowered)
                 if m is None:
                     continue
                 pmatch = m.end + 1 if m.end < end_of_log else m.end
@@ -223,7 +230,7 @@ class DecoderSet:
                         chosen = i
                         break
                     llog = pmatch if child.prematch_offset & Offset.AFTER_PARENT else 0
-                    cm = child.prematch.match(log, llog)
+                    cm = child.prematch.match(log, llog, event.lowered_log())
                     if cm is not None:
                         cmatch = cm.end + 1 if cm.end < end_of_log else cm.end
                         event.decoder = child.info
@@ -270,7 +277,7 @@ class DecoderSet:
                     llog = cmatch if regex_prev is None else regex_prev
                 else:
                     llog = 0
-                m = spec.regex.match(log, llog)
+                m = spec.regex.match(log, llog, event.lowered_log())
                 if m is None:
                     if spec.get_next and index + 1 < count:
                         index += 1
@@ -452,7 +459,7 @@ def _parse_decoder(
             spec.parent = (spec.parent or "") + content
         elif tag in ("regex", "prematch"):
             offset_attr = child.attr("offset")
-            offset = Offset.NONE
+            offset: int = Offset.NONE
             if offset_attr is not None:
                 if offset_attr not in _OFFSETS:
                     problems.append(RulesetProblem(cloc, f"{who}: invalid offset '{offset_attr}'"))

@@ -25,17 +25,17 @@ node), in which case its parent goes on with the next sibling.
 
 from __future__ import annotations
 
+import operator
 import time as _time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import re2
 
-from trailwarden.rules.compiled_rules import COMPILED_RULES
 from trailwarden.rules.correlation import CorrelationState
 from trailwarden.rules.event import Event, ascii_lower
 from trailwarden.rules.plugin_decoders import OSSEC_ALERT_CATEGORY
+from trailwarden.rules.rule_compile import RuleTest, compile_rule
 from trailwarden.rules.rule_parse import Rule
 from trailwarden.rules.ruletree import RuleNode, RuleTree
 
@@ -63,191 +63,37 @@ _USER_BIT = 1 << len(_SHAPE_ATTRS)  # dstuser or srcuser
 class EvalContext:
     """Per-event scratch space shared by the tests of every rule tried."""
 
-    __slots__ = ("state", "now_s", "hhmm", "weekday", "_lower_log", "event", "mode")
+    __slots__ = ("_clock", "event", "mode", "now", "now_s", "state")
 
     def __init__(self, event: Event, state: CorrelationState, now: float, mode: str) -> None:
         self.event = event
         self.state = state
+        self.now = now
         self.now_s = int(now)
-        tm = _time.localtime(now)
-        self.hhmm = f"{tm.tm_hour:02d}:{tm.tm_min:02d}"
-        self.weekday = (tm.tm_wday + 1) % 7  # analysisd counts from Sunday
-        self._lower_log: str | None = None
+        self._clock: tuple[str, int] | None = None
         self.mode = mode
 
     def lower_log(self) -> str:
-        lowered = self._lower_log
-        if lowered is None:
-            lowered = self._lower_log = ascii_lower(self.event.log)
-        return lowered
+        return self.event.lowered_log()
+
+    def _local_clock(self) -> tuple[str, int]:
+        clock = self._clock
+        if clock is None:
+            tm = _time.localtime(self.now)
+            # analysisd counts weekdays from Sunday.
+            clock = self._clock = (f"{tm.tm_hour:02d}:{tm.tm_min:02d}", (tm.tm_wday + 1) % 7)
+        return clock
+
+    @property
+    def hhmm(self) -> str:
+        """Local reception time as HH:MM (only rules with <time> ask)."""
+        return self._local_clock()[0]
+
+    @property
+    def weekday(self) -> int:
+        return self._local_clock()[1]
 
 
-Test = Callable[[Event, EvalContext], bool]
-
-
-def _static_test(attr: str, expr_test: Callable[[str], bool]) -> Test:
-    def test(event: Event, ctx: EvalContext) -> bool:
-        value = getattr(event, attr)
-        return value is not None and expr_test(value)
-
-    return test
-
-
-def _compile(rule: Rule) -> tuple[Test, ...]:
-    """Turn a rule's conditions into tests, in analysisd's evaluation order."""
-    tests: list[Test] = []
-    patterns = rule.patterns
-
-    for tag, attr in (
-        ("program_name", "program_name"),
-        ("id", "id"),
-        ("system_name", "systemname"),
-        ("protocol", "protocol"),
-    ):
-        expr = patterns.get(tag)
-        if expr is not None:
-            tests.append(_static_test(attr, expr.test))
-    for tag in ("match", "regex"):
-        expr = patterns.get(tag)
-        if expr is None:
-            continue
-        if expr.case_insensitive:
-            log_test = expr.test
-
-            def test_log_ci(
-                event: Event, ctx: EvalContext, _t: Callable[..., bool] = log_test
-            ) -> bool:
-                return _t(event.log, ctx.lower_log())
-
-            tests.append(test_log_ci)
-        else:
-            log_test_cs = expr.test
-
-            def test_log(
-                event: Event, ctx: EvalContext, _t: Callable[[str], bool] = log_test_cs
-            ) -> bool:
-                return _t(event.log)
-
-            tests.append(test_log)
-    for tag, attr in (("action", "action"), ("url", "url"), ("location", "location")):
-        expr = patterns.get(tag)
-        if expr is not None:
-            tests.append(_static_test(attr, expr.test))
-    for name, expr in rule.fields:
-        field_test = expr.test
-
-        def test_field(
-            event: Event, ctx: EvalContext, _n: str = name, _t: Callable[[str], bool] = field_test
-        ) -> bool:
-            value = event.find_field(_n)
-            return value is not None and _t(value)
-
-        tests.append(test_field)
-    if rule.srcip is not None:
-        tests.append(_static_test("srcip", rule.srcip.test))
-    if rule.dstip is not None:
-        tests.append(_static_test("dstip", rule.dstip.test))
-    for tag in ("srcport", "dstport"):
-        expr = patterns.get(tag)
-        if expr is not None:
-            tests.append(_static_test(tag, expr.test))
-    if rule.compiled_rule is not None:
-        compiled = COMPILED_RULES[rule.compiled_rule]
-        tests.append(lambda event, ctx: compiled(event))
-    user_expr = patterns.get("user")
-    if user_expr is not None:
-        user_test = user_expr.test
-
-        def test_user(event: Event, ctx: EvalContext) -> bool:
-            value = event.dstuser if event.dstuser is not None else event.srcuser
-            return value is not None and user_test(value)
-
-        tests.append(test_user)
-    for tag in ("srcgeoip", "dstgeoip"):
-        expr = patterns.get(tag)
-        if expr is not None:
-            tests.append(_static_test(tag, expr.test))
-    if rule.maxsize:
-        maxsize = rule.maxsize
-
-        def test_size(event: Event, ctx: EvalContext) -> bool:
-            log = event.log
-            size = len(log) if log.isascii() else len(log.encode("utf-8", "surrogateescape"))
-            return size >= maxsize
-
-        tests.append(test_size)
-    if rule.time is not None:
-        time_range = rule.time
-        tests.append(lambda event, ctx: time_range.contains(ctx.hhmm))
-    if rule.weekday is not None:
-        weekdays = rule.weekday
-        tests.append(lambda event, ctx: weekdays.contains(ctx.weekday))
-    for tag in ("data", "extra_data", "hostname", "status"):
-        expr = patterns.get(tag)
-        if expr is not None:
-            tests.append(_static_test(tag, expr.test))
-    if rule.check_diff:
-        rule_id = rule.id
-        tests.append(lambda event, ctx: ctx.state.changed(rule_id, event))
-    if rule.if_fts:
-        tests.append(_fts_test)
-    for cond in rule.lists:
-        lookup = cond.lookup.test
-        if cond.attr is None:
-            dyn_name = cond.field
-
-            def test_list_dyn(
-                event: Event,
-                ctx: EvalContext,
-                _n: str = dyn_name,
-                _t: Callable[[str], bool] = lookup,
-            ) -> bool:
-                value = event.find_field(_n)
-                return value is not None and _t(value)
-
-            tests.append(test_list_dyn)
-        elif cond.attr == "user":
-
-            def test_list_user(
-                event: Event, ctx: EvalContext, _t: Callable[[str], bool] = lookup
-            ) -> bool:
-                value = event.srcuser if event.srcuser is not None else event.dstuser
-                return value is not None and _t(value)
-
-            tests.append(test_list_user)
-        else:
-            tests.append(_static_test(cond.attr, lookup))
-    if rule.search is not None and not rule.check_diff:
-        search_rule = rule
-
-        def test_search(event: Event, ctx: EvalContext) -> bool:
-            return ctx.state.search(search_rule, event, ctx.now_s)
-
-        tests.append(test_search)
-    return tuple(tests)
-
-
-def _fts_test(event: Event, ctx: EvalContext) -> bool:
-    """if_fts: true only the first time the decoder's fts field values are seen."""
-    decoder = event.decoder
-    if decoder is None or not decoder.fts:
-        return False
-    parts = [decoder.name]
-    for name in decoder.fts:
-        if name == "name":
-            continue
-        if name in ("user", "dstuser"):
-            value = event.dstuser
-        elif name == "location":
-            value = event.location
-        elif name == "system_name":
-            value = event.systemname
-        elif name in _SHAPE_BIT or name in ("srcuser",):
-            value = getattr(event, name)
-        else:
-            value = event.find_field(name)
-        parts.append(value or "")
-    return ctx.state.first_time(" ".join(parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,11 +136,18 @@ def _requirements(rule: Rule) -> _Requirements:
     return _Requirements(rule.decoded_as, "program_name" in patterns, mask)
 
 
+_SHAPE_VALUES = operator.attrgetter(*_SHAPE_ATTRS)
+_SHAPE_BITS = tuple(_SHAPE_BIT[name] for name in _SHAPE_ATTRS)
+_NO_STATICS = (None,) * len(_SHAPE_ATTRS)
+
+
 def event_shape(event: Event) -> tuple[str | None, bool, int]:
+    values = _SHAPE_VALUES(event)
     mask = 0
-    for attr, bit in _SHAPE_BIT.items():
-        if getattr(event, attr) is not None:
-            mask |= bit
+    if values != _NO_STATICS:  # JSON events usually set no static field
+        for bit, value in zip(_SHAPE_BITS, values, strict=True):
+            if value is not None:
+                mask |= bit
     if event.dstuser is not None or event.srcuser is not None:
         mask |= _USER_BIT
     decoder = event.decoder
@@ -302,7 +155,7 @@ def event_shape(event: Event) -> tuple[str | None, bool, int]:
 
 
 # Below this many candidate children, trying each is cheaper than a dispatch.
-DISPATCH_MIN_CHILDREN = 16
+DISPATCH_MIN_CHILDREN = 6
 # Up to this many distinct literals are looked for with `in`; more go to one re2 set.
 LITERAL_LOOP_MAX = 8
 
@@ -413,11 +266,13 @@ class Evaluator:
 
     def __init__(self, tree: RuleTree) -> None:
         self.tree = tree
-        self._tests: dict[int, tuple[Test, ...]] = {}
         self._reqs: dict[int, _Requirements] = {}
+        tests: dict[int, RuleTest] = {}
         for rule in tree.rules.values():
-            self._tests[rule.id] = _compile(rule)
+            tests[rule.id] = compile_rule(rule)
             self._reqs[rule.id] = _requirements(rule)
+        for node in tree.nodes:
+            node.test = tests[node.rule.id]
 
     def candidates(self, node: RuleNode, shape: Shape) -> _Candidates:
         cached = node.index.get(shape)
@@ -462,9 +317,8 @@ class Evaluator:
     def _check(self, node: RuleNode, event: Event, ctx: EvalContext, shape: Shape,
                firedtimes: dict[int, int]) -> tuple[Rule, Rule | None] | None:
         rule = node.rule
-        for test in self._tests[rule.id]:
-            if not test(event, ctx):
-                return None
+        if not node.test(event, ctx):
+            return None
         if node.children:
             candidates = self.candidates(node, shape)
             dispatch = candidates.dispatch

@@ -145,6 +145,8 @@ class Event:
         "_blocks",
         "_nfields",
         "_pending",
+        "_lowered_log",
+        "_lowered_src",
         # -- rule evaluation --
         "matched_level",  # correlation: level of the rule that consumed this event
         "rule",  # the generated rule (RuleNode) or None
@@ -189,6 +191,8 @@ class Event:
         self._blocks: list[FieldBlock] = []
         self._nfields = 0
         self._pending: list[FieldBlock] = []
+        self._lowered_log: str | None = None
+        self._lowered_src: str | None = None
         self.matched_level = 0
         self.rule: object | None = None
         self.firedtimes = 0
@@ -196,6 +200,15 @@ class Event:
         self.previous_log: str | None = None
         self.evicted = False
         self.labels: list[tuple[str, str]] = []
+
+    def lowered_log(self) -> str:
+        """``log`` with ASCII letters lowered, computed once (OS_Match/OS_Regex read it)."""
+        log = self.log
+        if self._lowered_src is log and self._lowered_log is not None:
+            return self._lowered_log
+        lowered = self._lowered_log = log.lower() if log.isascii() else ascii_lower(log)
+        self._lowered_src = log  # a plugin may replace the log: cache per text
+        return lowered
 
     # -- dynamic fields -------------------------------------------------------
 

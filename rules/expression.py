@@ -89,6 +89,7 @@ class Expression:
         "negate",
         "pattern",
         "required_literal",
+        "shape",
     )
 
     def __init__(self, kind: ExprType, pattern: str, negate: bool = False) -> None:
@@ -119,6 +120,7 @@ class Expression:
             self.required_literal = ascii_lower(pattern) or None
         else:  # pragma: no cover - the enum is closed
             raise TypeError(f"unknown expression type {kind!r}")
+        self.shape = _shape(self)
 
     @property
     def bounded(self) -> bool:
@@ -140,11 +142,17 @@ class Expression:
             return (subject == self.pattern) is not self.negate
         return matcher.test(subject) is not self.negate
 
-    def match(self, subject: str, start: int = 0) -> MatchResult | None:
-        """Search ``subject[start:]`` as a decoder does: no negate, with captures."""
+    def match(self, subject: str, start: int = 0, lowered: str | None = None
+              ) -> MatchResult | None:
+        """Search ``subject[start:]`` as a decoder does: no negate, with captures.
+
+        ``lowered`` is the ASCII-lowered ``subject`` when the caller has it cached
+        (decoders run several patterns over the same log).
+        """
         matcher = self._matcher
         if isinstance(matcher, _OsRegex):
-            lowered = subject.lower() if subject.isascii() else ascii_lower(subject)
+            if lowered is None:
+                lowered = subject.lower() if subject.isascii() else ascii_lower(subject)
             found = matcher.match(subject, lowered, start)
         elif isinstance(matcher, _Pcre2):
             found = matcher.match(subject, start)
@@ -161,3 +169,40 @@ class Expression:
     def __repr__(self) -> str:
         neg = ", negate=True" if self.negate else ""
         return f"Expression({self.kind.name}, {self.pattern!r}{neg}, engine={self.engine!r})"
+
+
+# What a compiled rule may inline instead of calling ``test``: the whole check
+# (negate included) is one str operation on the subject, ASCII-lowered for the
+# case-insensitive dialects. Kinds: "contains", "prefix", "suffix", "equals"
+# (lowered subject), "exact" (raw subject, <action>'s strcmp).
+Shape = tuple[str, str]
+
+
+def _shape(expr: Expression) -> Shape | None:
+    if expr.negate:
+        return None
+    matcher = expr._matcher
+    if matcher is None:  # STRING
+        return ("exact", expr.pattern)
+    if isinstance(matcher, _OsMatch):
+        if matcher.negate or matcher.always:
+            return None
+        kinds = (
+            [("equals", lit) for lit in matcher.equals]
+            + [("prefix", lit) for lit in matcher.prefixes]
+            + [("suffix", lit) for lit in matcher.suffixes]
+            + [("contains", lit) for lit in matcher.substrings]
+        )
+        if len(kinds) == 1 and kinds[0][1]:
+            return kinds[0]
+        return None
+    if isinstance(matcher, _OsRegex):
+        if matcher.constant is not None or matcher.tester is not None:
+            return None
+        if len(matcher.literals) != 1:
+            return None
+        mode, lit = matcher.literals[0]
+        if not lit or mode not in ("contains", "prefix", "suffix", "equals"):
+            return None
+        return (mode, lit)
+    return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from trailwarden.rules.expression import Expression
 from trailwarden.rules.rule_parse import Rule
@@ -40,7 +41,9 @@ class RuleNode:
     # while no child has been overwritten (`ordered`).
     keys: list[int] = field(default_factory=list)
     ordered: bool = True
-    # Candidate children per event shape; filled lazily by the evaluator.
+    # The rule's compiled conditions (set by the evaluator) and candidate
+    # children per event shape (filled lazily by the evaluator).
+    test: Any = None
     index: dict[tuple[str | None, bool, int], object] = field(default_factory=dict)
 
 
