@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: run test lint typecheck unit compat bench clean
+.PHONY: run test lint typecheck unit compat bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/trailwarden-manager demo
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) system-deps lint typecheck unit
+
+# Servers the tests start themselves (MQTT broker from Debian; the indexer
+# comes from PyPI with the dev extra). Installed when missing and running as root.
+system-deps:
+	@if [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing mosquitto (Debian) for the MQTT tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }; \
+	else echo "The MQTT tests need mosquitto: sudo apt-get install mosquitto"; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -223,6 +223,26 @@ def cmd_test_ruleset(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trailwarden.manager import demo
+
+    engine, problems = load_engine(args)
+    if _report_problems(problems, warnings=False):
+        return 2
+    tree = args.tree or demo.sample_tree()
+    if not tree.is_dir():
+        print(f"demo: not a directory: {tree}", file=sys.stderr)
+        return 2
+    print(f"Analysing the CloudTrail files under {tree}\n")
+    if args.alerts_json is None:
+        demo.run(engine, tree, sys.stdout)
+    else:
+        with args.alerts_json.open("w", encoding="utf-8") as out:
+            demo.run(engine, tree, sys.stdout, alerts_json=out)
+        print(f"alerts.json lines written to {args.alerts_json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trailwarden-manager",
@@ -290,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print a line per file")
     _add_ruleset_args(p)
     p.set_defaults(func=cmd_test_ruleset)
+
+    p = sub.add_parser(
+        "demo", help="analyse the bundled sample CloudTrail files and print the alerts",
+        description="Read a CloudTrail tree as the agent does (S3 layout, digests skipped,"
+                    " records in Wazuh's aws-s3 envelope), analyse every record and print the"
+                    " alerts with a summary by rule. Without --tree, the bundled samples.",
+        epilog=_RULESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tree", type=Path, metavar="DIR",
+                   help="a CloudTrail tree (AWSLogs/... below it) instead of the samples")
+    p.add_argument("--alerts-json", type=Path, metavar="FILE",
+                   help="also write the alerts as alerts.json lines to FILE")
+    _add_ruleset_args(p)
+    p.set_defaults(func=cmd_demo)
 
     return parser
 
