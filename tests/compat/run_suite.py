@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from compat_ruleset import compat_engine
 
-from trailwarden.manager.ruleset_tests import iter_suite
+from trailwarden.manager.ruleset_tests import iter_suite, read_cases
 
 
 def main() -> int:
