@@ -193,13 +193,14 @@ class _Dispatch:
     F are always tried. Selection keeps sibling order, so the result is exact.
     """
 
-    __slots__ = ("always", "by_literal", "children", "field", "literals")
+    __slots__ = ("always", "always_nodes", "by_literal", "children", "field", "literals")
 
     def __init__(self, field_name: str, children: tuple[RuleNode, ...], always: list[int],
                  by_literal: list[list[int]], literals: _LiteralSet) -> None:
         self.field = field_name
         self.children = children
         self.always = always
+        self.always_nodes = [children[i] for i in always]
         self.by_literal = by_literal
         self.literals = literals
 
@@ -221,7 +222,9 @@ class _Dispatch:
         if not counts:
             return None
         field_name, covered = max(counts.items(), key=lambda item: item[1])
-        if covered < DISPATCH_MIN_CHILDREN:
+        # A dispatch costs a field lookup per event; it pays only when it can
+        # rule out most of the list.
+        if covered < DISPATCH_MIN_CHILDREN or covered * 2 < len(kept):
             return None
         literal_ids: dict[str, int] = {}
         by_literal: list[list[int]] = []
@@ -243,7 +246,7 @@ class _Dispatch:
         value = event.find_field(self.field)
         hits = [] if value is None else self.literals.hits(ascii_lower(value))
         if not hits:
-            return [children[i] for i in self.always]
+            return self.always_nodes
         positions = set(self.always)
         for index in hits:
             positions.update(self.by_literal[index])
