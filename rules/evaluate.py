@@ -63,18 +63,20 @@ _USER_BIT = 1 << len(_SHAPE_ATTRS)  # dstuser or srcuser
 class EvalContext:
     """Per-event scratch space shared by the tests of every rule tried."""
 
-    __slots__ = ("_clock", "event", "mode", "now", "now_s", "state")
+    __slots__ = ("_clock", "event", "low", "mode", "now", "now_s", "state")
 
     def __init__(self, event: Event, state: CorrelationState, now: float, mode: str) -> None:
         self.event = event
         self.state = state
         self.now = now
         self.now_s = int(now)
+        # The ASCII-lowered log: every case-insensitive test on the log reads it.
+        self.low = event.lowered_log()
         self._clock: tuple[str, int] | None = None
         self.mode = mode
 
     def lower_log(self) -> str:
-        return self.event.lowered_log()
+        return self.low
 
     def _local_clock(self) -> tuple[str, int]:
         clock = self._clock
@@ -253,12 +255,51 @@ class _Dispatch:
         return [children[i] for i in sorted(positions)]
 
 
+# Below this many children with a literal on the log, testing them one by one is cheaper.
+LOG_FILTER_MIN_CHILDREN = 4
+
+
+class _LogFilter:
+    """Children whose <match>/<regex> needs a literal in the (lowered) log.
+
+    One pass over the log finds which of those literals occur; a child whose
+    literal is absent cannot match and is skipped without being tried.
+    """
+
+    __slots__ = ("literals", "needs")
+
+    def __init__(self, needs: dict[int, int], literals: _LiteralSet) -> None:
+        self.needs = needs  # id(node) -> literal index
+        self.literals = literals
+
+    @classmethod
+    def build(cls, kept: tuple[RuleNode, ...]) -> _LogFilter | None:
+        ids: dict[str, int] = {}
+        needs: dict[int, int] = {}
+        for node in kept:
+            for tag in ("match", "regex"):
+                expr = node.rule.patterns.get(tag)
+                if expr is None or expr.negate or not expr.case_insensitive:
+                    continue
+                literal = expr.required_literal
+                if literal:
+                    needs[id(node)] = ids.setdefault(literal, len(ids))
+                    break
+        if len(needs) < LOG_FILTER_MIN_CHILDREN:
+            return None
+        return cls(needs, _LiteralSet(list(ids)))
+
+    def present(self, lowered_log: str) -> frozenset[int]:
+        return frozenset(self.literals.hits(lowered_log))
+
+
 @dataclass(frozen=True, slots=True)
 class _Candidates:
-    """The children an event shape can reach, and their dispatch if there are many."""
+    """The children an event shape can reach, and how to narrow them per event."""
 
     nodes: tuple[RuleNode, ...]
     dispatch: _Dispatch | None
+    log_filter: _LogFilter | None
 
 
 Shape = tuple[str | None, bool, int]
@@ -294,7 +335,7 @@ class Evaluator:
                 continue
             kept.append(child)
         nodes = tuple(kept)
-        result = _Candidates(nodes, _Dispatch.build(nodes))
+        result = _Candidates(nodes, _Dispatch.build(nodes), _LogFilter.build(nodes))
         node.index[shape] = result
         return result
 
@@ -310,27 +351,39 @@ class Evaluator:
         shape = event_shape(event)
         firedtimes = ctx.state.firedtimes
         for top in self.tree.roots:
-            if top.rule.category != category:
+            if top.rule.category != category or not top.test(event, ctx):
                 continue
-            found = self._check(top, event, ctx, shape, firedtimes)
+            found = self._matched(top, event, ctx, shape, firedtimes)
             if found is not None:
                 return found
         return None, None
 
-    def _check(self, node: RuleNode, event: Event, ctx: EvalContext, shape: Shape,
-               firedtimes: dict[int, int]) -> tuple[Rule, Rule | None] | None:
+    def _matched(self, node: RuleNode, event: Event, ctx: EvalContext, shape: Shape,
+                 firedtimes: dict[int, int]) -> tuple[Rule, Rule | None] | None:
+        """``node``'s conditions held: try its children, then decide on the node itself."""
         rule = node.rule
-        if not node.test(event, ctx):
-            return None
         if node.children:
             candidates = self.candidates(node, shape)
             dispatch = candidates.dispatch
             children = candidates.nodes if dispatch is None else dispatch.select(event)
-            for child in children:
-                found = self._check(child, event, ctx, shape, firedtimes)
-                if found is not None:
-                    child_rule, parent = found
-                    return child_rule, parent if parent is not None else rule
+            log_filter = candidates.log_filter
+            if log_filter is None:
+                for child in children:
+                    if child.test(event, ctx):
+                        found = self._matched(child, event, ctx, shape, firedtimes)
+                        if found is not None:
+                            return found[0], found[1] if found[1] is not None else rule
+            else:
+                needs = log_filter.needs
+                present = log_filter.present(ctx.low)
+                for child in children:
+                    literal = needs.get(id(child))
+                    if literal is not None and literal not in present:
+                        continue  # its <match>/<regex> needs a literal the log lacks
+                    if child.test(event, ctx):
+                        found = self._matched(child, event, ctx, shape, firedtimes)
+                        if found is not None:
+                            return found[0], found[1] if found[1] is not None else rule
         if rule.noalert:
             return None
         firedtimes[rule.id] = firedtimes.get(rule.id, 0) + 1

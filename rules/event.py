@@ -276,6 +276,14 @@ class Event:
                 return value
         return None
 
+    def find_lowered(self, key_lower: str) -> str | None:
+        """``find_field`` for a key already ASCII-lowered (compiled rules)."""
+        for block in self._blocks:
+            value = block.find(key_lower)
+            if value is not None:
+                return value
+        return None
+
     def fields(self) -> Iterator[tuple[str, str]]:
         """All dynamic fields in decode order."""
         for block in self._blocks:

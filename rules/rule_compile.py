@@ -83,7 +83,7 @@ class _Writer:
     def log_test(self, expr: Expression) -> None:
         if expr.case_insensitive:
             if not self._lowered_log:
-                self.emit("low = event.lowered_log()")
+                self.emit("low = ctx.low")
                 self._lowered_log = True
             shape = expr.shape
             if shape is not None and shape[0] != "exact":
@@ -119,7 +119,7 @@ def compile_rule(rule: Rule) -> RuleTest:
         if tag in patterns:
             w.attr_test(attr, patterns[tag])
     for name, expr in rule.fields:
-        w.emit(f"v = event.find_field({w.const(name)})")
+        w.emit(f"v = event.find_lowered({w.const(ascii_lower(name))})")
         w.emit("if v is None: return False")
         w.value_test(expr, "v")
     for attr, iplist in (("srcip", rule.srcip), ("dstip", rule.dstip)):
@@ -157,7 +157,7 @@ def compile_rule(rule: Rule) -> RuleTest:
     for cond in rule.lists:
         lookup = w.const(cond.lookup.test)
         if cond.attr is None:
-            w.emit(f"v = event.find_field({w.const(cond.field)})")
+            w.emit(f"v = event.find_lowered({w.const(ascii_lower(cond.field))})")
         elif cond.attr == "user":
             w.emit("v = event.srcuser")
             w.emit("if v is None: v = event.dstuser")
