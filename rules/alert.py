@@ -4,43 +4,50 @@
 ``W_ParseJSON`` (``format/json_extended.c``): the key order below is the order
 cJSON inserts them, and ``alert_json_line`` prints like ``cJSON_PrintUnformatted``.
 
-Theory of operation for ``data``
---------------------------------
+Theory of operation for ``data`` and the field lines
+----------------------------------------------------
 analysisd adds the static fields, then every non-empty dynamic field through
 ``W_JSON_AddField``: the key is split on every ``.`` into nested objects, names
 are compared without ASCII case, the first value wins (a field under a name that
 holds a string is dropped), and a value that starts with ``[``, ends with ``]``
-and parses as JSON becomes an array; everything else is a string.
+and parses as JSON becomes an array; everything else is a string. alerts.log
+lists the same non-empty fields as ``key: value`` lines.
 
-For an event whose only fields come from one uncut JSON document the same object
-falls out of a single walk over the document, provided no key holds a dot and no
-two sibling keys differ only by case (these are what make splitting and case
-folding matter); the walk checks both and otherwise the general path runs.
+For an event whose only fields come from one JSON document (a
+``JsonFieldBlock``), one walk over the document yields both: the lines, and the
+``data`` object, which falls out of the document's own shape provided no key
+holds a dot, no two sibling keys differ only by ASCII case (``key_index``
+answers both per object) and the cap cut no field (these are what make
+splitting, case folding and dropping matter). Otherwise ``data`` is built by
+the general path. The walk is kept on the block, so the JSON line and the log
+block of one alert share it.
 
-Numbers inside such arrays were parsed by cJSON into doubles and are printed by
-``print_number``, so they are kept as ``CJsonNumber`` and printed that way.
+An array field's text is cJSON's formatted print of the array, which
+``W_JSON_AddField`` parses back: the walk converts the array directly into
+what that parse gives (numbers through their printed text, as
+``CJsonNumber`` so they print as cJSON prints them), unless the text is too
+long to be parsed back (``OS_MAXSTR``), when it stays a string.
+
+Per-rule parts of ``rule`` (id, MITRE names, groups and compliance lists) are
+worked out once per rule object and copied into each alert.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
+from trailwarden.rules.cjson import INT_MAX, INT_MIN, CObject, parse_cjson, print_json, print_number
 from trailwarden.rules.event import STATIC_OUTPUT_ORDER, Event, ascii_lower
-from trailwarden.rules.json_decoder import (
-    OS_MAXSTR,
-    CObject,
-    JsonFieldBlock,
-    field_text,
-    parse_cjson,
-    print_json,
-    print_number,
-)
+from trailwarden.rules.json_decoder import OS_MAXSTR, JsonFieldBlock, key_index, plain_field_text
 from trailwarden.rules.mitre import MitreTable
 from trailwarden.rules.model import COMPLIANCE_PREFIXES, DecoderInfo, RuleInfo
 
@@ -56,14 +63,20 @@ __all__ = [
 
 # W_JSON_ParseGroups / ParseLocation copy into char[MAX_STRING]: 1023 bytes kept.
 _MAX_STRING = 1024
-# Nesting the one-walk ``data`` builder recurses through before deferring to the
+# Nesting the one-walk builder recurses through before deferring to the
 # (iterative) general path.
 _FAST_DATA_DEPTH = 64
+# Rules whose alert parts are kept (a ruleset has a few thousand).
+_RULE_PARTS_MAX = 8192
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # W_JSON_ParseHostname: a syslog header at the start of full_log names the host.
 _SYSLOG_HOST_RE = re.compile(r"[A-Z][a-z][a-z] [ 0123][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} ([^ ]+)")
+_MITRE_LOG = logging.getLogger(MitreTable.__module__)
 
 Json = dict[str, Any]
+
+_STATICS_OF = attrgetter(*(attr for _, attr in STATIC_OUTPUT_ORDER))
+_NO_STATICS = (None,) * len(STATIC_OUTPUT_ORDER)
 
 
 class CJsonNumber(float):
@@ -101,13 +114,26 @@ def _timestamp(time_s: float) -> str:
     return f"{date}.{millis:03d}{zone}"
 
 
+def _timestamp_of(event: Event) -> str:
+    """The alert's ``timestamp``; events of one batch share their reception time."""
+    time_s = event.time_s
+    last = _LAST_TIMESTAMP
+    if last[0] != time_s:
+        last[0] = time_s
+        last[1] = _timestamp(time_s)
+    return last[1]  # type: ignore[return-value]
+
+
+_LAST_TIMESTAMP: list[object] = [None, ""]  # (time_s, its timestamp)
+
+
 def _header_time(time_s: float) -> str:
     """``%d %s %02d %s``: year, month, day, hour of reception (log headers)."""
     _, _, year, month, day, hour = _local_second(_split_time(time_s)[0])
     return f"{year} {month} {day:02d} {hour}"
 
 
-# -- data -------------------------------------------------------------------------
+# -- data values ------------------------------------------------------------------
 
 
 def _utf8_len(s: str) -> int:
@@ -160,6 +186,31 @@ def _data_value(text: str) -> object:
     return text
 
 
+def _reparsed(v: object, depth: int) -> object:
+    """What cJSON parses back from its print of ``v`` (a value of an orjson
+    tree): the same tree, numbers as the double their printed text reads as."""
+    t = type(v)
+    if t is str or t is bool or v is None:
+        return v
+    if t is int:
+        i: int = v  # type: ignore[assignment]
+        if INT_MIN < i < INT_MAX:
+            return CJsonNumber(i)
+        v = float(i)
+    if t is int or t is float:
+        text = print_number(v)  # type: ignore[arg-type]
+        return None if text == "null" else CJsonNumber(float(text))
+    if depth > _FAST_DATA_DEPTH:
+        return _data_value(print_json(v, formatted=True))
+    inner = depth + 1
+    if t is list:
+        return [x if type(x) is str else _reparsed(x, inner) for x in v]  # type: ignore[attr-defined]
+    return {
+        k: x if type(x) is str else _reparsed(x, inner)
+        for k, x in v.items()  # type: ignore[attr-defined]
+    }
+
+
 def _add_field(data: Json, index: dict[int, dict[str, str]], key: str, value: str) -> None:
     """W_JSON_AddField, iteratively; ``index`` maps each object to lowered names."""
     node = data
@@ -188,63 +239,188 @@ def _add_field(data: Json, index: dict[int, dict[str, str]], key: str, value: st
         names[lowered] = key
 
 
-def _document_data(
-    node: dict[str, Any],
-    taken: frozenset[str],
-    consumed: frozenset[str],
-    null_string: bool,
-    csv: bool,
-    depth: int,
-) -> Json | None:
-    """``data`` entries of a JSON document in one walk; None where the result
-    might differ from W_JSON_AddField (see the module notes)."""
-    out: Json = {}
-    seen = set(taken)
-    for key, value in node.items():
-        if key in consumed:
-            continue  # went to a static slot, never a dynamic field
-        if "." in key:
-            return None
-        lowered = key.lower()  # full Unicode folding: may refuse more, never less
-        if lowered in seen:
-            return None
-        seen.add(lowered)
-        if type(value) is dict:
-            if depth >= _FAST_DATA_DEPTH:
-                return None
-            child = _document_data(value, frozenset(), frozenset(), null_string, csv, depth + 1)
-            if child is None:
-                return None
-            if child:
-                out[key] = child
+# -- the one walk over a JSON document ----------------------------------------------
+
+
+class _Unfit(Exception):
+    """The document nests too deep for the recursive walk (not an input error)."""
+
+
+@dataclass(slots=True)
+class _DocumentFields:
+    """What the alert writer derived from one JsonFieldBlock (its ``alert_memo``)."""
+
+    entries: Json | None  # data's dynamic part; None: data takes the general path
+    lines: str  # alerts.log "key: value" lines of the non-empty fields
+    taken: bool = False  # entries went into an alert (which owns them now)
+
+
+def _walk_document(block: JsonFieldBlock) -> _DocumentFields:
+    """The alerts.log lines and, when the document's shape is data's, the data
+    entries of a JSON document, in one walk."""
+    root = block.root
+    consumed = block.consumed
+    if consumed:  # top-level keys that went to static slots make no field
+        root = {k: v for k, v in root.items() if k not in consumed}
+        shaped = key_index(root) is not None
+    else:
+        shaped = key_index(root) is not None
+    entries: Json = {}
+    lines: list[str] = []
+    try:
+        if block.capped() or block.may_hold_bracket_strings():
+            complete, nested_shaped = _visit_checked(block, root, entries, lines)
         else:
-            text = field_text(value, null_string, csv)
+            complete, nested_shaped = True, _visit_plain(block, root, entries, lines)
+    except _Unfit:
+        text = "".join(f"{k}: {v}\n" for k, v in block.pairs() if v)
+        return _DocumentFields(None, text)
+    shaped = shaped and nested_shaped
+    return _DocumentFields(entries if complete and shaped else None, "".join(lines))
+
+
+def _visit_plain(block: JsonFieldBlock, root: Json, entries: Json, lines: list[str]) -> bool:
+    """The walk for documents the cap does not cut and whose strings never start
+    with ``[`` (so are data as they are); True when every object has a key index."""
+    null_string = block.null_string
+    csv = block.csv
+    line = lines.append
+    shaped = True
+
+    def visit(node: dict[str, Any], prefix: str, out: Json, depth: int) -> None:
+        nonlocal shaped
+        for key, value in node.items():
+            if type(value) is str:  # most fields: no other test on the way
+                if value:
+                    line(f"{prefix}{key}: {value}\n")
+                    out[key] = value
+                continue
+            t = type(value)
+            if t is dict:
+                if depth >= _FAST_DATA_DEPTH:
+                    raise _Unfit
+                if shaped and key_index(value) is None:
+                    shaped = False
+                child: Json = {}
+                visit(value, f"{prefix}{key}.", child, depth + 1)
+                if child:
+                    out[key] = child
+                continue
+            if t is bool:
+                text: str | None = "true" if value else "false"
+                item: object = text
+            else:
+                text = plain_field_text(value, null_string, csv)
+                item = text
+                if t is list and text:
+                    if csv:
+                        item = _data_value(text)
+                    elif _utf8_len(text) < OS_MAXSTR:
+                        item = _reparsed(value, depth)
             if text:
-                out[key] = _data_value(text)
-    return out
+                line(f"{prefix}{key}: {text}\n")
+                out[key] = item
+
+    visit(root, "", entries, 0)
+    return shaped
+
+
+def _visit_checked(
+    block: JsonFieldBlock, root: Json, entries: Json, lines: list[str]
+) -> tuple[bool, bool]:
+    """The walk with the cap counted and every string looked at: (whether no
+    field was cut, whether every object has a key index)."""
+    null_string = block.null_string
+    csv = block.csv
+    line = lines.append
+    left = block.room  # fields the cap still lets in
+    shaped = True
+
+    def visit(node: dict[str, Any], prefix: str, out: Json, depth: int) -> bool:
+        """Fields of ``node`` in document order; False once the cap cut one."""
+        nonlocal left, shaped
+        for key, value in node.items():
+            t = type(value)
+            if t is str:
+                text: str | None = value
+                item: object = value
+                if value and value[0] == "[":
+                    item = _data_value(value)
+            elif t is dict:
+                if depth >= _FAST_DATA_DEPTH:
+                    raise _Unfit
+                if shaped and key_index(value) is None:
+                    shaped = False
+                child: Json = {}
+                if not visit(value, f"{prefix}{key}.", child, depth + 1):
+                    return False
+                if child:
+                    out[key] = child
+                continue
+            else:
+                text = plain_field_text(value, null_string, csv)
+                if text is None:
+                    continue
+                item = text
+                if t is list:
+                    if csv:
+                        item = _data_value(text)
+                    elif _utf8_len(text) < OS_MAXSTR:
+                        item = _reparsed(value, depth)
+            if not left:
+                return False
+            left -= 1
+            if text:
+                line(f"{prefix}{key}: {text}\n")
+                out[key] = item
+        return True
+
+    complete = visit(root, "", entries, 0)
+    return complete, shaped
+
+
+def _document_fields(block: JsonFieldBlock) -> _DocumentFields:
+    memo = block.alert_memo
+    if type(memo) is _DocumentFields:
+        return memo
+    fields = _walk_document(block)
+    block.alert_memo = fields
+    return fields
+
+
+def _only_document(event: Event) -> JsonFieldBlock | None:
+    """The event's JSON document when it is where all its fields come from."""
+    blocks = event._blocks
+    if len(blocks) == 1:
+        block = blocks[0]
+        if type(block) is JsonFieldBlock:
+            return block
+    return None
 
 
 def build_data(event: Event, *, fast: bool = True) -> Json:
     """The alert's ``data`` object (empty when it is left out)."""
     data: Json = {}
-    for name, attr in STATIC_OUTPUT_ORDER:
-        value = getattr(event, attr)
-        if value is not None:
-            data[name] = value
+    statics = _STATICS_OF(event)
+    if statics != _NO_STATICS:
+        for (name, _), value in zip(STATIC_OUTPUT_ORDER, statics, strict=True):
+            if value is not None:
+                data[name] = value
     decoder = event.decoder
     if not isinstance(decoder, DecoderInfo) or decoder.name.startswith("syscheck_"):
         return data
-    blocks = event._blocks
-    if fast and len(blocks) == 1 and type(blocks[0]) is JsonFieldBlock:
-        block = blocks[0]
-        document = block.document()
-        if document is not None:
-            root, consumed = document
-            taken = frozenset(k.lower() for k in data)
-            entries = _document_data(root, taken, consumed, block.null_string, block.csv, 0)
-            if entries is not None:
-                data.update(entries)
-                return data
+    block = _only_document(event) if fast else None
+    if block is not None:
+        fields = _document_fields(block)
+        if fields.taken:  # built for an earlier alert of this event
+            fields = block.alert_memo = _walk_document(block)
+        entries = fields.entries
+        if entries is not None and not (
+            data and not data.keys().isdisjoint(ascii_lower(k) for k in entries)
+        ):  # (a static name holds a dynamic one: the general path drops it)
+            fields.taken = True
+            data.update(entries)
+            return data
     index = {id(data): {ascii_lower(k): k for k in data}}
     for key, value in event.fields():
         if value:
@@ -255,20 +431,68 @@ def build_data(event: Event, *, fast: bool = True) -> Json:
 # -- alerts.json ------------------------------------------------------------------
 
 
-def _rule_groups(rule_obj: Json, group_string: str) -> None:
+@lru_cache(maxsize=_RULE_PARTS_MAX)
+def _group_lists(group_string: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """W_JSON_ParseGroups: ``groups`` then compliance arrays in first-seen order."""
     text = group_string.encode("utf-8", "surrogatepass")[: _MAX_STRING - 1]
-    groups: list[str] = []
-    rule_obj["groups"] = groups
+    lists: dict[str, list[str]] = {"groups": []}
     for token in text.decode("utf-8", "ignore").split(","):
         if not token:
             continue
         for prefix, key in COMPLIANCE_PREFIXES:
             if token.startswith(prefix):
-                rule_obj.setdefault(key, []).append(token[len(prefix) :])
+                lists.setdefault(key, []).append(token[len(prefix) :])
                 break
         else:
-            groups.append(token)
+            lists["groups"].append(token)
+    return tuple((key, tuple(values)) for key, values in lists.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleParts:
+    """The parts of ``rule`` in an alert that do not depend on the event."""
+
+    rule: RuleInfo
+    mitre: MitreTable
+    rule_id: str | None
+    mitre_lists: tuple[tuple[str, tuple[str, ...]], ...] | None  # rule.mitre, resolved
+    middle: tuple[tuple[str, object], ...]  # cve, info, frequency (immutable values)
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+_RULE_PARTS: dict[int, _RuleParts] = {}
+
+
+def _rule_parts(
+    rule: RuleInfo, mitre: MitreTable, warn: Callable[[str], None] | None
+) -> _RuleParts:
+    parts = _RULE_PARTS.get(id(rule))
+    if parts is not None and parts.rule is rule and parts.mitre is mitre:
+        return parts
+    warnings: list[str] = []
+    resolved = mitre.rule_mitre(rule.mitre, warnings.append) if rule.mitre else None
+    for message in warnings:
+        (warn or _MITRE_LOG.warning)(message)
+    middle: list[tuple[str, object]] = []
+    if rule.cve is not None:
+        middle.append(("cve", rule.cve))
+    if rule.info:
+        middle.append(("info", "".join(text for _, text in rule.info)))
+    if rule.context:
+        middle.append(("frequency", rule.frequency if rule.frequency is not None else 2))
+    parts = _RuleParts(
+        rule,
+        mitre,
+        str(rule.id) if rule.id else None,
+        None if resolved is None else tuple((k, tuple(v)) for k, v in resolved.items()),
+        tuple(middle),
+        _group_lists(rule.group_string),
+    )
+    if not warnings:  # a rule that warns warns on every alert, as analysisd does
+        if len(_RULE_PARTS) >= _RULE_PARTS_MAX:
+            _RULE_PARTS.clear()
+        _RULE_PARTS[id(rule)] = parts  # the entry holds the rule, so its id stays its own
+    return parts
 
 
 def _sca_groups(rule_obj: Json, data: Json) -> None:
@@ -294,8 +518,9 @@ def _get_ci(obj: Json, name: str) -> Any:
     if name in obj:
         return obj[name]
     lowered = ascii_lower(name)
+    size = len(lowered)
     for key, value in obj.items():
-        if ascii_lower(key) == lowered:
+        if len(key) == size and ascii_lower(key) == lowered:
             return value
     return None
 
@@ -339,7 +564,8 @@ def _finish(root: Json, agent: Json, event: Event, manager_name: str) -> None:
             agent["name"] = hostname
         elif event.agent_id == "000":
             agent["name"] = root["manager"]["name"]
-        match = _SYSLOG_HOST_RE.match(event.full_log)
+        full_log = event.full_log
+        match = _SYSLOG_HOST_RE.match(full_log) if full_log[:1].isupper() else None
         if match is not None:
             root.setdefault("predecoder", {})["hostname"] = match.group(1)
         ip = _agent_ip(event)
@@ -356,7 +582,7 @@ def _finish(root: Json, agent: Json, event: Event, manager_name: str) -> None:
     else:
         root["location"] = location
     # W_JSON_ParseLabels runs when any label is not a system one, hidden or not.
-    if any(not key.startswith("_") for key, _ in event.labels):
+    if event.labels and any(not key.startswith("_") for key, _ in event.labels):
         block: Json = {}
         agent["labels"] = block
         index: dict[int, dict[str, str]] = {id(block): {}}
@@ -437,40 +663,37 @@ def build_alert(
         firedtimes: the rule's counter after this firing; None leaves it out.
         previous_output: the earlier logs of a correlation, joined by newlines,
             when analysisd shows them (two or more); else None.
-        warn: receives MITRE lookup warnings (default: this module's logger).
+        warn: receives MITRE lookup warnings (default: the mitre module's logger).
     """
+    parts = _rule_parts(rule, mitre, warn)
     root: Json = {}
     if event.time_s:
-        root["timestamp"] = _timestamp(event.time_s)
-    rule_obj: Json = {}
+        root["timestamp"] = _timestamp_of(event)
+    rule_obj: Json = (
+        {"level": rule.level, "description": description}
+        if rule.level
+        else {"description": description}
+    )
     root["rule"] = rule_obj
     agent: Json = {}
     root["agent"] = agent
     root["manager"] = {"name": manager_name}
     if event.time_s:
         root["id"] = alert_id
-    if rule.level:
-        rule_obj["level"] = rule.level
-    rule_obj["description"] = description
-    if rule.id:
-        rule_obj["id"] = str(rule.id)
-    if rule.mitre:
-        resolved = mitre.rule_mitre(rule.mitre, warn)
-        if resolved is not None:
-            rule_obj["mitre"] = resolved
-    if rule.cve is not None:
-        rule_obj["cve"] = rule.cve
-    if rule.info:
-        rule_obj["info"] = "".join(text for _, text in rule.info)
-    if rule.context:
-        rule_obj["frequency"] = rule.frequency if rule.frequency is not None else 2
+    if parts.rule_id is not None:
+        rule_obj["id"] = parts.rule_id
+    if parts.mitre_lists is not None:
+        rule_obj["mitre"] = {key: [*values] for key, values in parts.mitre_lists}
+    for key, value in parts.middle:
+        rule_obj[key] = value
     if firedtimes is not None and not rule.no_counter:
         rule_obj["firedtimes"] = firedtimes
     rule_obj["mail"] = rule.mail
+    for key, values in parts.groups:
+        rule_obj[key] = [*values]
     if previous_output is not None:
         root["previous_output"] = previous_output
     data = _event_part(root, agent, event, manager_name, full_log=not rule.no_full_log)
-    _rule_groups(rule_obj, rule.group_string)
     if data:
         _sca_groups(rule_obj, data)
     return root
@@ -522,6 +745,15 @@ def _location_header(event: Event, manager_name: str) -> str:
     return f"{hostname if hostname is not None else '(null)'}->{location}"
 
 
+_LOG_STATICS = (
+    ("Src IP", "srcip"),
+    ("Src Port", "srcport"),
+    ("Dst IP", "dstip"),
+    ("Dst Port", "dstport"),
+    ("User", "dstuser"),
+)
+
+
 def format_alerts_log(
     event: Event,
     rule: RuleInfo,
@@ -532,25 +764,26 @@ def format_alerts_log(
     previous_lines: Sequence[str] = (),
 ) -> str:
     """One ``** Alert`` block of alerts.log (``OS_Log``), blank line included."""
-    labels = "".join(f"{k}: {v}\n" for k, v in _visible_labels(event))
-    if _utf8_len(labels) >= OS_MAXSTR:
-        labels = ""
+    labels = ""
+    if event.labels:
+        labels = "".join(f"{k}: {v}\n" for k, v in _visible_labels(event))
+        if _utf8_len(labels) >= OS_MAXSTR:
+            labels = ""
     parts = [
-        f"** Alert {alert_id}:{' mail ' if rule.mail else ''} - {rule.group_string}\n",
-        f"{_header_time(event.time_s)} {_location_header(event, manager_name)}\n",
-        f"{labels}Rule: {rule.id} (level {rule.level}) -> '{description}'",
+        f"** Alert {alert_id}:{' mail ' if rule.mail else ''} - {rule.group_string}\n"
+        f"{_header_time(event.time_s)} {_location_header(event, manager_name)}\n"
+        f"{labels}Rule: {rule.id} (level {rule.level}) -> '{description}'"
     ]
-    for label, value in (
-        ("Src IP", event.srcip),
-        ("Src Port", event.srcport),
-        ("Dst IP", event.dstip),
-        ("Dst Port", event.dstport),
-        ("User", event.dstuser),
-    ):
+    for label, attr in _LOG_STATICS:
+        value = getattr(event, attr)
         if value is not None:
             parts.append(f"\n{label}: {value}")
     parts.append(f"\n{event.full_log}\n")
-    parts.extend(f"{key}: {value}\n" for key, value in event.fields() if value)
+    block = _only_document(event)
+    if block is not None:
+        parts.append(_document_fields(block).lines)
+    else:
+        parts.extend(f"{key}: {value}\n" for key, value in event.fields() if value)
     parts.extend(f"{line}\n" for line in previous_lines)
     parts.append("\n")
     return "".join(parts)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from operator import attrgetter
 
-from trailwarden.rules.event import Event
+from trailwarden.rules.event import Event, ascii_lower
 
 __all__ = ["OS_COMMENT_MAX", "compile_description", "substitute"]
 
@@ -57,8 +58,9 @@ def _size(text: str) -> int:
 def _getter(name: str) -> Callable[[Event], str | None]:
     attr = _STATIC_VARIABLES.get(name)
     if attr is not None:
-        return lambda event: getattr(event, attr)
-    return lambda event: event.find_field(name)
+        return attrgetter(attr)
+    lowered = ascii_lower(name)  # once, not per event
+    return lambda event: event.find_lowered(lowered)
 
 
 def compile_description(template: str) -> Description:

@@ -9,34 +9,58 @@ instead (``fillData``). At most ``MAX_DYNAMIC_FIELDS`` fields exist per event.
 Theory of operation
 -------------------
 * Parsing. orjson accepts a subset of what cJSON accepts and on that subset
-  builds the same tree, except for duplicate keys (orjson keeps one), ``\\u0000``
-  (cJSON's C strings end there) and nesting deeper than cJSON's limit. Each is
-  caught cheaply: a dropped duplicate takes at least one ``:`` with it, so the
-  document re-serialised by orjson has fewer colons than the text, and what
-  orjson can re-serialise (254 levels) is within cJSON's 1000. Those
-  documents, and the ones only cJSON accepts (control characters in strings,
-  ``01``, ``1e400``...), go through ``parse_cjson``, a port of cJSON's parser,
-  and are flattened eagerly into a ``FlatJsonBlock``.
-* Counting. ``count`` must be exact when the block is added, so a walk over the
-  objects counts leaves; nothing is stringified or named.
-* Finding. ``JsonFieldBlock.find`` walks only the path asked for. For each
-  object on the way, one string of its lowered keys tells with a C-level count
-  whether the next name is absent, unique (then a dict lookup finds it) or
-  ambiguous; objects with dotted, non-ASCII or case-variant keys are scanned in
-  document order instead, so the first match is the one eager flattening gives.
-  When the document has more fields than the event has room for, the cap
-  decides: the walk gives way to the flattened list.
+  builds the same tree, except for duplicate keys (orjson keeps one value),
+  ``\\u0000`` (cJSON's C strings end there) and nesting deeper than cJSON's
+  limit. The orjson tree is trusted when orjson can write it back (so it nests
+  at most 254 levels, within cJSON's 1000) and one of these proves that no
+  member was dropped:
+
+  - the text is exactly what orjson writes for the tree (the agent's compact
+    messages): a text with a repeated key cannot be, as a dict holds each key
+    once;
+  - else (spaced JSON such as Wazuh's own wodle writes) the text has as many
+    ``:`` as the written tree: a dropped member takes its ``:`` with it, and
+    as no ``\\u003a`` escape is allowed, no colon appears in the written tree
+    that the text did not have raw.
+
+  A ``\\u0000`` anywhere sends the text to the exact path too. The exact path is
+  ``parse_cjson`` (a port of cJSON's parser, for everything else: documents
+  only cJSON accepts, repeated keys, deep nesting), flattened eagerly into a
+  ``FlatJsonBlock``.
+* Counting. Nothing is counted at decode time. ``bound`` answers from the
+  length of the document as orjson writes it (every field takes at least five
+  characters: two quotes, the colon, the first character of its value and the
+  ``,`` or ``}`` that ends it), or from its number of colons when that is not
+  enough; ``count`` walks the tree only when someone needs the exact number.
+* Finding. ``JsonFieldBlock.find`` walks only the path asked for. Each object
+  on the way is looked up through ``key_index``: its keys by ASCII-lowered
+  name, shared by all objects with the same key tuple. Objects with dotted keys
+  or keys that differ only by case have no index and are scanned in document
+  order, so the first match is the one eager flattening gives. When the
+  document may hold more fields than the event has room for, the cap decides:
+  past the bound the exact count is taken, and if the cap cuts, the walk gives
+  way to the flattened list.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-from trailwarden.rules.event import Event, ascii_lower
+from trailwarden.rules.cjson import (
+    CJSON_NESTING_LIMIT,
+    INT_MAX,
+    INT_MIN,
+    CObject,
+    parse_cjson,
+    print_json,
+    print_number,
+    print_plain,
+    quote,
+)
+from trailwarden.rules.event import MAX_DYNAMIC_FIELDS, Event, ascii_lower
 
 __all__ = [
     "CJSON_NESTING_LIMIT",
@@ -46,23 +70,21 @@ __all__ = [
     "JsonFieldBlock",
     "decode_json",
     "field_text",
+    "key_index",
     "number_text",
     "parse_cjson",
+    "plain_field_text",
     "print_json",
     "print_number",
     "quote",
 ]
 
-# cJSON's CJSON_NESTING_LIMIT: a document nested deeper fails to parse.
-CJSON_NESTING_LIMIT = 1000
 # analysisd's OS_MAXSTR: csv array values and '['-values this long are dropped.
 OS_MAXSTR = 65536
 # readJSON prints numbers into char value_char[64]: longer "%f" text is cut.
 _NUMBER_TEXT_MAX = 63
-# cJSON keeps an int copy of every number, saturated to the C int range.
-INT_MAX = 2**31 - 1
-INT_MIN = -(2**31)
-_DBL_EPSILON = 2.220446049250313e-16
+# A field's least footprint in JSON text: `"":0` plus the `,` or `}` ending it.
+_MIN_FIELD_CHARS = 5
 
 # fillData: full dotted keys stored in static slots (strcmp, case-sensitive).
 # Not "system_name" (decoder <order> only) and "user" only while dstuser is unset.
@@ -83,16 +105,11 @@ _STATIC_SLOTS: dict[str, str] = {
     "systemname": "systemname",
 }
 _STATIC_NAMES = frozenset((*_STATIC_SLOTS, "user"))
+_NO_KEYS: frozenset[str] = frozenset()
 
 # <json_null_field> and <json_array_structure>; "empty" is deprecated for "string".
 _NULL_MODES = {"string": True, "empty": True, "discard": False}
 _ARRAY_MODES = {"array": False, "csv": True}
-
-
-class CObject(list[tuple[str, Any]]):
-    """A cJSON object from ``parse_cjson``: members in order, duplicate keys kept."""
-
-    __slots__ = ()
 
 
 # -- value text ---------------------------------------------------------------
@@ -105,97 +122,6 @@ def number_text(d: float) -> str:
         return str(vi)
     text = f"{d:f}"
     return text if len(text) <= _NUMBER_TEXT_MAX else text[:_NUMBER_TEXT_MAX]
-
-
-def print_number(d: float) -> str:
-    """cJSON print_number: integers as ``%d``, else ``%1.15g`` unless it does not
-    read back (within DBL_EPSILON), then ``%1.17g``; NaN and infinities as null."""
-    if d != d or d in (float("inf"), float("-inf")):
-        return "null"
-    if INT_MIN < d < INT_MAX and int(d) == d:
-        return str(int(d))
-    text = f"{d:1.15g}"
-    back = float(text)
-    if abs(back - d) <= max(abs(back), abs(d)) * _DBL_EPSILON:
-        return text
-    return f"{d:1.17g}"
-
-
-_QUOTE_TABLE = {c: f"\\u{c:04x}" for c in range(32)}
-_QUOTE_TABLE.update({8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r", 34: '\\"', 92: "\\\\"})
-
-
-def quote(s: str) -> str:
-    """cJSON print_string_ptr: escape ``"``, ``\\`` and controls; all else raw."""
-    return '"' + s.translate(_QUOTE_TABLE) + '"'
-
-
-def print_json(node: object, *, formatted: bool) -> str:
-    """cJSON_Print (formatted) or cJSON_PrintUnformatted of a parsed value.
-
-    Iterative, because cJSON documents nest up to 1000 deep. Objects may be
-    ``dict`` (orjson) or ``CObject``; any other int/float prints as a number.
-    """
-    out: list[str] = []
-    emit = out.append
-    sep = ", " if formatted else ","
-    work: list[tuple[bool, object, int]] = [(False, node, 0)]
-    pop = work.pop
-    push = work.append
-    while work:
-        raw, v, depth = pop()
-        if raw:
-            emit(v)  # type: ignore[arg-type]
-            continue
-        t = type(v)
-        if t is str:
-            emit(quote(v))  # type: ignore[arg-type]
-        elif v is True:
-            emit("true")
-        elif v is False:
-            emit("false")
-        elif v is None:
-            emit("null")
-        elif t is list:
-            seq: list[object] = v  # type: ignore[assignment]
-            if not seq:
-                emit("[]")
-                continue
-            emit("[")
-            push((True, "]", 0))
-            for i in range(len(seq) - 1, -1, -1):
-                push((False, seq[i], depth + 1))
-                if i:
-                    push((True, sep, 0))
-        elif t is dict or t is CObject:
-            members: list[tuple[str, object]] = (
-                list(v.items()) if t is dict else v  # type: ignore[attr-defined,assignment]
-            )
-            last = len(members) - 1
-            inner = depth + 1
-            if formatted:
-                emit("{\n")
-                push((True, "\t" * depth + "}", 0))
-                indent = "\t" * inner
-                for i in range(last, -1, -1):
-                    key, value = members[i]
-                    push((True, ",\n" if i < last else "\n", 0))
-                    push((False, value, inner))
-                    push((True, indent + quote(key) + ":\t", 0))
-            else:
-                emit("{")
-                push((True, "}", 0))
-                for i in range(last, -1, -1):
-                    key, value = members[i]
-                    if i < last:
-                        push((True, ",", 0))
-                    push((False, value, inner))
-                    push((True, quote(key) + ":", 0))
-        elif isinstance(v, int | float):
-            emit(print_number(float(v)))
-        else:
-            raise TypeError(f"print_json: {t.__name__} is not a JSON value (bug in caller)")
-    return "".join(out)
 
 
 def _utf8_len(s: str) -> int:
@@ -234,12 +160,9 @@ def _csv_text(items: list[Any]) -> str:
     return "".join(parts)
 
 
-def field_text(v: object, null_string: bool, csv: bool) -> str | None:
-    """The C string readJSON hands to fillData for a member value, or None when
-    the member makes no field (objects, discarded nulls, empty csv arrays)."""
+def _scalar_text(v: object, null_string: bool) -> str | None:
+    """field_text of a value that is neither a string nor a list (nor an object)."""
     t = type(v)
-    if t is str:
-        return v  # type: ignore[return-value]
     if t is int:
         i: int = v  # type: ignore[assignment]
         return str(i) if INT_MIN <= i <= INT_MAX else number_text(float(i))
@@ -251,172 +174,68 @@ def field_text(v: object, null_string: bool, csv: bool) -> str | None:
         return "false"
     if v is None:
         return "null" if null_string else None
+    return None
+
+
+def field_text(v: object, null_string: bool, csv: bool) -> str | None:
+    """The C string readJSON hands to fillData for a member value, or None when
+    the member makes no field (objects, discarded nulls, empty csv arrays)."""
+    t = type(v)
+    if t is str:
+        return v  # type: ignore[return-value]
     if t is list:
         if csv:
             return _csv_text(v) or None  # type: ignore[arg-type]
         return print_json(v, formatted=True)
-    return None
+    return _scalar_text(v, null_string)
 
 
-# -- cJSON parser port (the exact path) -----------------------------------------
-
-_WS_RE = re.compile(r"[\x00- ]*")
-# A string body: runs of plain characters and backslash pairs, up to the quote.
-_STRING_RE = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
-_NUMBER_CHARS_RE = re.compile(r"[0-9+\-eE.]{1,63}")  # cJSON copies at most 63
-_STRTOD_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_HEX4_RE = re.compile(r"[0-9A-Fa-f]{4}")
-_SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-_SIMPLE_ESCAPES.update({'"': '"', "\\": "\\", "/": "/"})
-
-
-def _hex4(s: str) -> int:
-    # parse_hex4 answers 0 for anything that is not four hex digits.
-    return int(s, 16) if _HEX4_RE.fullmatch(s) else 0
+def plain_field_text(v: object, null_string: bool, csv: bool) -> str | None:
+    """``field_text`` for a value of an orjson tree a ``JsonFieldBlock`` holds."""
+    t = type(v)
+    if t is str:
+        return v  # type: ignore[return-value]
+    if t is list:
+        if csv:
+            return _csv_text(v) or None  # type: ignore[arg-type]
+        return print_plain(v)
+    return _scalar_text(v, null_string)
 
 
-def _unescape(body: str) -> str | None:
-    """cJSON parse_string's escape handling; None where cJSON fails."""
-    out: list[str] = []
-    n = len(body)
-    i = 0
-    while True:
-        j = body.find("\\", i)
-        if j < 0:
-            out.append(body[i:])
-            break
-        out.append(body[i:j])
-        c = body[j + 1]
-        simple = _SIMPLE_ESCAPES.get(c)
-        if simple is not None:
-            out.append(simple)
-            i = j + 2
-            continue
-        if c != "u" or n - j < 6:
-            return None
-        first = _hex4(body[j + 2 : j + 6])
-        if 0xDC00 <= first <= 0xDFFF:
-            return None
-        if 0xD800 <= first <= 0xDBFF:
-            if n - (j + 6) < 6 or body[j + 6 : j + 8] != "\\u":
-                return None
-            second = _hex4(body[j + 8 : j + 12])
-            if not 0xDC00 <= second <= 0xDFFF:
-                return None
-            out.append(chr(0x10000 + (((first & 0x3FF) << 10) | (second & 0x3FF))))
-            i = j + 12
-        else:
-            out.append(chr(first))
-            i = j + 6
-    return "".join(out)
+# -- key indexes ------------------------------------------------------------------
+
+# Objects of a kind repeat their key tuple from one event to the next, so the
+# index of a tuple is kept; bounded so hostile documents cannot grow it: at most
+# this many tuples, each of at most _INDEX_KEEP_CHARS characters of keys.
+_INDEX_KEEP_MAX = 1024
+_INDEX_KEEP_CHARS = 1024
+_INDEXES: dict[tuple[str, ...], dict[str, str] | None] = {}
 
 
-def _parse_string(s: str, i: int) -> tuple[str, int] | None:
-    m = _STRING_RE.match(s, i)
-    if m is None:
+def _build_index(node: dict[str, Any], joined: str) -> dict[str, str] | None:
+    # Keys hold no NUL (documents with \u0000 take the exact path), so one
+    # NUL-joined string splits back into the keys.
+    if "." in joined:
         return None
-    body = m.group(1)
-    if "\\" in body:
-        text = _unescape(body)
-        if text is None:
-            return None
-    else:
-        text = body
-    if "\x00" in text:  # a C string ends at its first NUL
-        text = text[: text.index("\x00")]
-    return text, m.end()
+    index = dict(zip(ascii_lower(joined).split("\x00"), node, strict=True))
+    return index if len(index) == len(node) else None
 
 
-def parse_cjson(text: str, *, require_end: bool = False) -> tuple[bool, object]:
-    """cJSON_ParseWithOpts on ``text``: ``(True, value)`` or ``(False, None)``.
-
-    Objects come back as ``CObject``, arrays as ``list``, numbers as ``float``.
-    Without ``require_end`` text after the first complete value is ignored, as
-    analysisd's JSON decoder does.
-    """
-    s = text
-    n = len(s)
-    ws = _WS_RE.match
-    i = 1 if s.startswith("\ufeff") and n > 1 else 0
-    i = ws(s, i).end()  # type: ignore[union-attr]
-    # Open containers: [container, is_object, key of the member being parsed].
-    stack: list[list[Any]] = []
-    while True:
-        # -- one value starting at i
-        value: object
-        if s.startswith("null", i):
-            value, i = None, i + 4
-        elif s.startswith("false", i):
-            value, i = False, i + 5
-        elif s.startswith("true", i):
-            value, i = True, i + 4
-        elif i < n and s[i] == '"':
-            parsed = _parse_string(s, i)
-            if parsed is None:
-                return False, None
-            value, i = parsed
-        elif i < n and (s[i] == "-" or "0" <= s[i] <= "9"):
-            chunk = _NUMBER_CHARS_RE.match(s, i).group()  # type: ignore[union-attr]
-            m = _STRTOD_RE.match(chunk)
-            if m is None:
-                return False, None
-            value, i = float(m.group()), i + m.end()
-        elif i < n and s[i] in "[{":
-            if len(stack) >= CJSON_NESTING_LIMIT:
-                return False, None
-            is_object = s[i] == "{"
-            container: list[Any] = CObject() if is_object else []
-            i = ws(s, i + 1).end()  # type: ignore[union-attr]
-            if i < n and s[i] == ("}" if is_object else "]"):
-                value, i = container, i + 1
-            else:
-                frame: list[Any] = [container, is_object, None]
-                stack.append(frame)
-                if is_object:
-                    got = _member_key(s, i)
-                    if got is None:
-                        return False, None
-                    frame[2], i = got
-                continue
-        else:
-            return False, None
-        # -- the value is complete: hand it to the open containers
-        while True:
-            if not stack:
-                if require_end and ws(s, i).end() != n:  # type: ignore[union-attr]
-                    return False, None
-                return True, value
-            frame = stack[-1]
-            if frame[1]:
-                frame[0].append((frame[2], value))
-            else:
-                frame[0].append(value)
-            i = ws(s, i).end()  # type: ignore[union-attr]
-            if i < n and s[i] == ",":
-                i = ws(s, i + 1).end()  # type: ignore[union-attr]
-                if frame[1]:
-                    got = _member_key(s, i)
-                    if got is None:
-                        return False, None
-                    frame[2], i = got
-                break
-            if i < n and s[i] == ("}" if frame[1] else "]"):
-                value, i = frame[0], i + 1
-                stack.pop()
-                continue
-            return False, None
-
-
-def _member_key(s: str, i: int) -> tuple[str, int] | None:
-    """An object member's name and the ':' after it; i points at the value."""
-    parsed = _parse_string(s, i)
-    if parsed is None:
-        return None
-    key, i = parsed
-    i = _WS_RE.match(s, i).end()  # type: ignore[union-attr]
-    if i >= len(s) or s[i] != ":":
-        return None
-    return key, _WS_RE.match(s, i + 1).end()  # type: ignore[union-attr]
+def key_index(node: dict[str, Any]) -> dict[str, str] | None:
+    """The object's keys by ASCII-lowered name, or None when a lookup by name
+    would not be exact: a key holds a dot, or two keys differ only by case."""
+    keys = tuple(node)
+    try:
+        return _INDEXES[keys]
+    except KeyError:
+        pass
+    joined = "\x00".join(keys)
+    index = _build_index(node, joined) if keys else {}
+    if len(joined) <= _INDEX_KEEP_CHARS:
+        if len(_INDEXES) >= _INDEX_KEEP_MAX:
+            _INDEXES.clear()
+        _INDEXES[keys] = index
+    return index
 
 
 # -- field blocks ---------------------------------------------------------------
@@ -434,10 +253,6 @@ def _fill_static(event: Event, key: str, text: str) -> bool:
     return False
 
 
-def _lower(key: str) -> str:
-    return key.lower() if key.isascii() else ascii_lower(key)
-
-
 class FlatJsonBlock:
     """Fields flattened eagerly (the exact path): a list in decode order."""
 
@@ -448,7 +263,7 @@ class FlatJsonBlock:
 
     def find(self, key_lower: str) -> str | None:
         for key, value in self.items:
-            if _lower(key) == key_lower:
+            if ascii_lower(key) == key_lower:
                 return value
         return None
 
@@ -458,140 +273,205 @@ class FlatJsonBlock:
     def count(self) -> int:
         return len(self.items)
 
-
-# Lowered key -> a spelling met in an earlier document, so the usual request
-# ("aws.eventName" asked as "aws.eventname") is a dict lookup. Bounded: hostile
-# documents cannot grow it past this many names.
-_SPELLINGS: dict[str, str] = {}
-_SPELLINGS_MAX = 4096
-_UNUSABLE = ""  # _key_line answer for objects that must be scanned
-_AMBIGUOUS = "\x00"  # _member answer: several keys lower to the name
+    def bound(self) -> int:
+        return len(self.items)
 
 
-def _key_line(node: dict[str, Any]) -> str:
-    """The object's lowered keys as ``\\0k1\\0\\0k2\\0``, or _UNUSABLE when a lookup
-    by name would not be exact: dotted keys (paths become ambiguous), non-ASCII."""
-    joined = "\x00\x00".join(node)
-    if "." in joined or not joined.isascii():
-        return _UNUSABLE
-    return "\x00" + joined.lower() + "\x00"
-
-
-def _member(node: dict[str, Any], line: str, name: str) -> str | None:
-    """The key of ``node`` whose lowered form is ``name``: None when there is
-    none, _AMBIGUOUS when case variants leave several."""
-    hits = line.count("\x00" + name + "\x00")
-    if hits != 1:
-        return None if hits == 0 else _AMBIGUOUS
-    spelled = _SPELLINGS.get(name)
-    if spelled is not None and spelled in node:
-        return spelled
-    for key in node:
-        if key.lower() == name:
-            if len(_SPELLINGS) < _SPELLINGS_MAX:
-                _SPELLINGS[name] = key
-            return key
-    raise AssertionError("key line out of step with its object")  # pragma: no cover
+_MISSING = object()
+_SCAN = object()  # _object_at: the path meets an object without a key index
 
 
 class JsonFieldBlock:
-    """The dynamic fields of an orjson-parsed document, flattened on demand."""
+    """The dynamic fields of an orjson-parsed document, flattened on demand.
+
+    ``root``, ``consumed`` (top-level keys that went to static slots) and
+    ``room`` (fields the event had left) are read by the alert writer, which
+    also keeps what it derived from the document in ``alert_memo``.
+    """
 
     __slots__ = (
-        "_root",
-        "_consumed",
+        "root",
+        "consumed",
         "null_string",
         "csv",
+        "room",
+        "_written",
+        "_bound",
         "_total",
-        "_room",
+        "_capped",
         "_items",
         "_memo",
-        "_lines",
+        "_objects",
         "flattens",
+        "alert_memo",
     )
 
     def __init__(
         self,
         root: dict[str, Any],
         consumed: frozenset[str],
-        *,
         null_string: bool,
         csv: bool,
-        total: int,
         room: int,
+        written: bytes,
+        colons: int | None = None,
     ) -> None:
-        self._root = root
-        self._consumed = consumed  # top-level keys that went to static slots
+        self.root = root
+        self.consumed = consumed
         self.null_string = null_string
         self.csv = csv
-        self._total = total  # fields eager flattening would make, before the cap
-        self._room = room
+        self.room = room
+        # The document as orjson writes it: as many ':' as the text, and no
+        # longer than the text counted in characters.
+        self._written = written
+        self._bound = colons  # an upper bound on the fields, once known
+        self._total: int | None = None  # fields eager flattening makes, before the cap
+        self._capped: bool | None = None
         self._items: list[tuple[str, str]] | None = None
-        self._memo: dict[str, str | None] = {}
-        self._lines: dict[int, str] = {}  # id(object) -> its _key_line
+        self._memo: dict[str, str | None] = {}  # find() answers
+        self._objects: dict[str, Any] = {}  # "a.b." -> (object, its key index)
         self.flattens = 0  # how often the whole document was flattened
+        self.alert_memo: object = None
+
+    # -- size ---------------------------------------------------------------
+
+    def _size_at_most(self) -> int:
+        """An upper bound on the fields before the cap, exact once counted."""
+        if self._total is not None:
+            return self._total
+        bound = self._bound
+        if bound is None:
+            bound = len(self._written) // _MIN_FIELD_CHARS
+            if bound >= MAX_DYNAMIC_FIELDS:
+                bound = self._written.count(b":")  # one per member, at least
+            self._bound = bound
+        return bound
+
+    def total(self) -> int:
+        """Fields eager flattening makes from the document, before the cap."""
+        if self._total is None:
+            self._total = _count_fields(self.root, self.null_string, self.csv) - len(self.consumed)
+        return self._total
+
+    def capped(self) -> bool:
+        """True when the document holds more fields than the event had room for."""
+        capped = self._capped
+        if capped is None:
+            room = self.room
+            capped = self._capped = self._size_at_most() > room and self.total() > room
+        return capped
+
+    def may_hold_bracket_strings(self) -> bool:
+        """False when no string of the document (key or value) starts with ``[``."""
+        return b'"[' in self._written
 
     def count(self) -> int:
-        return self._total if self._total < self._room else self._room
+        total = self.total()
+        return total if total < self.room else self.room
+
+    def bound(self) -> int:
+        bound = self._size_at_most()
+        return bound if bound < self.room else self.room
+
+    # -- fields -------------------------------------------------------------
 
     def pairs(self) -> Iterator[tuple[str, str]]:
         if self._items is None:
             self._items = self._flatten()
         return iter(self._items)
 
-    def document(self) -> tuple[dict[str, Any], frozenset[str]] | None:
-        """The parsed document and its consumed top-level keys, when every field
-        it holds exists (no cap cut); the alert builds ``data`` from it."""
-        if self._total > self._room:
-            return None
-        return self._root, self._consumed
-
     def find(self, key_lower: str) -> str | None:
         memo = self._memo
-        found = memo.get(key_lower, memo)
-        if found is not memo:
+        found = memo.get(key_lower, _MISSING)
+        if found is not _MISSING:
             return found  # type: ignore[return-value]
-        if self._total > self._room:
-            value = next((v for k, v in self.pairs() if _lower(k) == key_lower), None)
+        capped = self._capped
+        if capped is None:
+            capped = self.capped()
+        if capped:
+            value = next((v for k, v in self.pairs() if ascii_lower(k) == key_lower), None)
         else:
-            value = self._walk(self._root, key_lower, True)
+            # The object holding the field, found once per path: fields are
+            # mostly asked for by the dozen from the same object.
+            path, dot, name = key_lower.rpartition(".")
+            objects = self._objects
+            where = objects.get(path + dot, _MISSING)  # the root is "", ".a" is in ""
+            if where is _MISSING:
+                where = objects[path + dot] = self._object_at(path, dot)
+            if where is None:
+                value = None
+            elif where is _SCAN:
+                value = self._walk(self.root, key_lower, True)
+            else:
+                node, index = where
+                key = index.get(name)
+                if key is None:
+                    value = None
+                else:
+                    value = node[key]
+                    if type(value) is dict or (not dot and key in self.consumed):
+                        value = None
+                    elif type(value) is not str:
+                        value = plain_field_text(value, self.null_string, self.csv)
         memo[key_lower] = value
         return value
 
+    def _object_at(self, path: str, dotted: str) -> object:
+        """``(object, key index)`` reached by the dotted ``path`` through objects
+        with key indexes; None when no field lies under it; _SCAN when an object
+        on the way (or the one reached) must be scanned in document order."""
+        node = self.root
+        if dotted:
+            for name in path.split("."):
+                index = key_index(node)
+                if index is None:
+                    return _SCAN
+                key = index.get(name)
+                if key is None:
+                    return None
+                value = node[key]
+                if type(value) is not dict:
+                    return None
+                node = value
+        index = key_index(node)
+        return _SCAN if index is None else (node, index)
+
     def _walk(self, node: dict[str, Any], rest: str, top: bool) -> str | None:
-        line = self._lines.get(id(node))
-        if line is None:
-            line = self._lines[id(node)] = _key_line(node)
-        dot = rest.find(".")
-        name = rest if dot < 0 else rest[:dot]
-        if line is _UNUSABLE or not name or "\x00" in name:
-            return self._scan(node, rest, top)
-        key = _member(node, line, name)
-        if key is None:
-            return None
-        if key is _AMBIGUOUS:
-            return self._scan(node, rest, top)
-        value = node[key]
-        if dot < 0:
-            if type(value) is dict or (top and key in self._consumed):
+        while True:
+            index = key_index(node)
+            if index is None:
+                return self._scan(node, rest, top)
+            dot = rest.find(".")
+            if dot < 0:
+                key = index.get(rest)
+                if key is None:
+                    return None
+                value = node[key]
+                if type(value) is dict or (top and key in self.consumed):
+                    return None
+                return plain_field_text(value, self.null_string, self.csv)
+            key = index.get(rest[:dot])
+            if key is None:
                 return None
-            return field_text(value, self.null_string, self.csv)
-        if type(value) is not dict:
-            return None
-        return self._walk(value, rest[dot + 1 :], False)
+            value = node[key]
+            if type(value) is not dict:
+                return None
+            node = value
+            rest = rest[dot + 1 :]
+            top = False
 
     def _scan(self, node: dict[str, Any], rest: str, top: bool) -> str | None:
         """Every member in document order, as eager flattening meets them."""
         for key, value in node.items():
-            lk = _lower(key)
+            lk = ascii_lower(key)
             if type(value) is dict:
                 size = len(lk)
                 if len(rest) > size and rest[size] == "." and rest.startswith(lk):
                     found = self._walk(value, rest[size + 1 :], False)
                     if found is not None:
                         return found
-            elif lk == rest and not (top and key in self._consumed):
-                text = field_text(value, self.null_string, self.csv)
+            elif lk == rest and not (top and key in self.consumed):
+                text = plain_field_text(value, self.null_string, self.csv)
                 if text is not None:
                     return text
         return None
@@ -599,14 +479,14 @@ class JsonFieldBlock:
     def _flatten(self) -> list[tuple[str, str]]:
         self.flattens += 1
         out: list[tuple[str, str]] = []
-        limit = self._room
+        limit = self.room
         if limit <= 0:
             return out
         null_string = self.null_string
         csv = self.csv
-        consumed = self._consumed
+        consumed = self.consumed
         stack: list[tuple[str | None, Iterator[tuple[str, Any]]]] = [
-            (None, iter(self._root.items()))
+            (None, iter(self.root.items()))
         ]
         while stack:
             prefix, members = stack[-1]
@@ -617,7 +497,7 @@ class JsonFieldBlock:
                     break
                 if prefix is None and key in consumed:
                     continue
-                text = field_text(value, null_string, csv)
+                text = plain_field_text(value, null_string, csv)
                 if text is not None:
                     out.append((name, text))
                     if len(out) >= limit:
@@ -645,7 +525,7 @@ def _count_fields(root: dict[str, Any], null_string: bool, csv: bool) -> int:
         for value in node.values():
             if type(value) is dict:
                 stack.append(value)
-            elif field_text(value, null_string, csv) is not None:
+            elif plain_field_text(value, null_string, csv) is not None:
                 n += 1
     return n
 
@@ -672,35 +552,25 @@ def _read_eager(root: CObject, event: Event, null_string: bool, csv: bool) -> li
     return out
 
 
-def _parse_fast(text: str) -> object:
-    """The orjson tree when it is provably cJSON's, else ``_EXACT``."""
-    body = text
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if not exc.msg.startswith("unexpected content after document"):
-            return _EXACT
-        body = text[: exc.pos]
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return _EXACT
-    if type(doc) is not dict:
-        return doc
-    if "\\u0000" in body:
-        return _EXACT
-    try:
-        written = orjson.dumps(doc)
-    except orjson.JSONEncodeError:
-        # Nested deeper than orjson writes (254 levels); what it does write is
-        # within cJSON's limit, so only these need the limit checked.
-        return _EXACT
-    if body.count(":") != written.count(b":"):
-        return _EXACT  # duplicate keys (or an escaped colon): let cJSON's rules decide
-    return doc
+def _decode_exact(event: Event, text: str, null_string: bool, csv: bool) -> None:
+    ok, node = parse_cjson(text)
+    if ok and type(node) is CObject:
+        items = _read_eager(node, event, null_string, csv)
+        if items:
+            event.add_block(FlatJsonBlock(items))
 
 
-_EXACT = object()
+def _parsed_prefix(text: str, error: orjson.JSONDecodeError) -> tuple[object, str] | None:
+    """orjson's tree of the first JSON value in ``text`` when only the text
+    after it made orjson fail (analysisd ignores that text), with the parsed
+    part; None when the value itself is not orjson's to parse."""
+    if not error.msg.startswith("unexpected content after document"):
+        return None
+    body = text[: error.pos]  # a wrong cut (should pos count bytes) fails to parse
+    try:
+        return orjson.loads(body), body
+    except orjson.JSONDecodeError:
+        return None
 
 
 def decode_json(
@@ -718,28 +588,42 @@ def decode_json(
         ) from exc
     if "\x00" in text:  # analysisd sees a C string
         text = text[: text.index("\x00")]
-    doc = _parse_fast(text)
-    if doc is _EXACT:
-        ok, node = parse_cjson(text)
-        if ok and type(node) is CObject:
-            items = _read_eager(node, event, null_string, csv)
-            if items:
-                event.add_block(FlatJsonBlock(items))
-        return
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        prefix = _parsed_prefix(text, exc)
+        if prefix is None:
+            _decode_exact(event, text, null_string, csv)
+            return
+        doc, text = prefix
     if type(doc) is not dict:
         return  # a top-level array or scalar has no key, so no field
+    if "\\" in text and "\\u0000" in text:
+        _decode_exact(event, text, null_string, csv)
+        return
+    try:
+        written = orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        _decode_exact(event, text, null_string, csv)  # nested past 254 levels
+        return
+    colons = None
+    if written != text.encode():
+        colons = text.count(":")
+        if colons != written.count(b":") or ("\\" in text and "\\u003" in text):
+            _decode_exact(event, text, null_string, csv)  # a key repeats (or may)
+            return
     root: dict[str, Any] = doc
-    consumed: set[str] = set()
-    if root.keys() & _STATIC_NAMES:
+    if not root:
+        return
+    consumed = _NO_KEYS
+    if not _STATIC_NAMES.isdisjoint(root):
+        taken: set[str] = set()
         for key, value in root.items():
             if key in _STATIC_NAMES and type(value) is not dict:
-                static = field_text(value, null_string, csv)
+                static = plain_field_text(value, null_string, csv)
                 if static is not None and _fill_static(event, key, static):
-                    consumed.add(key)
-    total = _count_fields(root, null_string, csv) - len(consumed)
-    room = event.field_room
-    if total > 0 and room > 0:
-        block = JsonFieldBlock(
-            root, frozenset(consumed), null_string=null_string, csv=csv, total=total, room=room
-        )
-        event.add_block(block)
+                    taken.add(key)
+        consumed = frozenset(taken)
+    room = event.field_room if event._blocks else MAX_DYNAMIC_FIELDS
+    if room > 0:
+        event.add_block(JsonFieldBlock(root, consumed, null_string, csv, room, written, colons))

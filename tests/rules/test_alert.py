@@ -501,3 +501,83 @@ def test_every_real_record_formats_and_the_fast_data_equals_the_general(
         assert format_alerts_log(event, rule, description="d", alert_id="1.1", manager_name="m")
         count += 1
     assert count > 300
+
+
+# -- one walk for the JSON line and the log block ---------------------------------------
+
+
+def _generic_lines(event: Event) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in event.fields() if v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents, st.sampled_from(["string", "discard"]), st.sampled_from(["array", "csv"]))
+def test_one_walk_log_lines_equal_the_fields(
+    document: dict[str, Any], null_mode: str, array_mode: str
+) -> None:
+    text = json.dumps(document)
+    event = Event(text, "loc", 1.0)
+    event.decoder = JSON_DECODER
+    decode_json(event, text, null_mode=null_mode, array_mode=array_mode)
+    rule = RuleInfo(id=9, level=3, description="d", group_string="g")
+    log = format_alerts_log(event, rule, description="d", alert_id="1.1", manager_name="m")
+    assert log.endswith(f"\n{event.full_log}\n{_generic_lines(event)}\n")
+
+
+def test_capped_documents_log_the_fields_the_cap_kept() -> None:
+    members = {f"k{i}": {"v": str(i), "e": ""} for i in range(200)}
+    event = json_event(json.dumps(members))
+    log = format_alerts_log(event, RULE_80254, description="d", alert_id="1.1", manager_name="m")
+    lines = _generic_lines(event)
+    assert log.endswith(f"\n{event.full_log}\n{lines}\n")
+    assert lines.count("\n") == 128 and "k127.v: 127\n" in lines  # 256 fields, half empty
+
+
+def test_rendering_twice_or_log_first_gives_the_same_output(wazuh_ref: Path) -> None:
+    golden = (wazuh_ref / "examples/4x-alerts-json-80254-derived.json").read_bytes()
+    golden_log = (wazuh_ref / "examples/4x-alerts-log-80254-derived.txt").read_text()
+    event = example_event(wazuh_ref)
+    options: dict[str, Any] = {
+        "description": substitute(RULE_80254.description, event),
+        "alert_id": "1717236000.4711",
+        "manager_name": "wazuh-manager",
+    }
+    assert format_alerts_log(event, RULE_80254, **options) == golden_log
+    first = alert_for(event)
+    second = alert_for(event)
+    assert alert_json_line(first) == alert_json_line(second) == golden
+    assert first["data"]["aws"] is not second["data"]["aws"]  # each alert owns its data
+    first["rule"]["groups"].append("changed")
+    assert alert_json_line(alert_for(event)) == golden
+    assert format_alerts_log(event, RULE_80254, **options) == golden_log
+
+
+def test_strings_that_look_like_arrays_and_array_numbers_in_one_walk() -> None:
+    text = orjson.dumps({"s": "[1, 2.5]", "t": "[x", "n": [3000000000, 0.1, -0.0, True]}).decode()
+    event = json_event(text)
+    line = alert_json_line(alert_for(event))
+    assert b'"data":{"s":[1,2.5],"t":"[x","n":[3000000000,0.1,0,true]}' in line
+    assert event._blocks[0].flattens == 0
+
+
+def test_sca_compliance_joins_the_rule_lists_whatever_the_case() -> None:
+    event = json_event('{"SCA": {"Check": {"compliance": {"PCI_DSS": "1.1, 2.2", "cis": "5"}}}}')
+    rule = RuleInfo(id=3, level=3, description="d", group_string="sca,pci_dss_9,")
+    alert = alert_for(event, rule)
+    assert alert["rule"]["pci_dss"] == ["9", "1.1", "2.2"]
+    assert alert["rule"]["cis"] == ["5"]
+    assert list(alert["rule"])[-3:] == ["groups", "pci_dss", "cis"]
+
+
+def test_rule_parts_follow_the_rule_object_and_warnings_repeat() -> None:
+    event = json_event('{"x": "y"}')
+    one = RuleInfo(id=7, level=3, description="d", group_string="one,")
+    two = RuleInfo(id=7, level=3, description="d", group_string="two,pci_dss_1,")
+    assert alert_for(event, one)["rule"]["groups"] == ["one"]
+    assert alert_for(event, two)["rule"]["pci_dss"] == ["1"]
+    assert alert_for(event, one)["rule"]["groups"] == ["one"]
+    unknown = RuleInfo(id=8, level=3, description="d", group_string="g", mitre=(MitreRef("T0"),))
+    warnings: list[str] = []
+    alert_for(event, unknown, warn=warnings.append)
+    alert_for(event, unknown, warn=warnings.append)
+    assert warnings == ["Mitre Technique ID 'T0' not found in database."] * 2

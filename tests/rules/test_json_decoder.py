@@ -12,10 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trailwarden.rules import json_decoder
+from trailwarden.rules.cjson import print_plain
 from trailwarden.rules.event import MAX_DYNAMIC_FIELDS, Event, ascii_lower
 from trailwarden.rules.json_decoder import (
     CJSON_NESTING_LIMIT,
@@ -23,6 +26,7 @@ from trailwarden.rules.json_decoder import (
     JsonFieldBlock,
     decode_json,
     field_text,
+    key_index,
     number_text,
     parse_cjson,
     print_json,
@@ -422,12 +426,16 @@ json_values = st.recursive(
 )
 
 
-def _dump(v: Any) -> str:
+def _dump(v: Any, compact: bool = False) -> str:
+    """JSON text of ``v``, repeated keys kept: spaced like Wazuh's wodle, or compact
+    like the agent (where the text is exactly what orjson writes back)."""
+    comma, colon = (",", ":") if compact else (", ", ": ")
     if isinstance(v, Pairs):
-        return "{" + ", ".join(f"{json.dumps(k)}: {_dump(x)}" for k, x in v) + "}"
+        members = (f"{json.dumps(k, ensure_ascii=False)}{colon}{_dump(x, compact)}" for k, x in v)
+        return "{" + comma.join(members) + "}"
     if isinstance(v, list):
-        return "[" + ", ".join(_dump(x) for x in v) + "]"
-    return json.dumps(v)
+        return "[" + comma.join(_dump(x, compact) for x in v) + "]"
+    return orjson.dumps(v).decode() if compact else json.dumps(v)
 
 
 PROBES = ["a", "A.b", "a.b", "a.a.b", "b.a", "a.b.a", "srcip", "user", "", ".a", "x:y", "a.x:y"]
@@ -441,6 +449,21 @@ PROBES = ["a", "A.b", "a.b", "a.a.b", "b.a", "a.b.a", "srcip", "user", "", ".a",
 )
 def test_lazy_block_equals_eager_flattening(doc: Pairs, null_mode: str, array_mode: str) -> None:
     assert_matches_reference(_dump(doc), PROBES, null_mode=null_mode, array_mode=array_mode)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(json_keys, json_values), max_size=6).map(Pairs),
+    st.sampled_from(["string", "discard"]),
+    st.sampled_from(["array", "csv"]),
+)
+def test_lazy_block_equals_eager_flattening_on_compact_text(
+    doc: Pairs, null_mode: str, array_mode: str
+) -> None:
+    text = _dump(doc, compact=True)
+    event = assert_matches_reference(text, PROBES, null_mode=null_mode, array_mode=array_mode)
+    for block in event._blocks:
+        assert block.bound() >= block.count()
 
 
 def test_every_real_cloudtrail_record_matches_eager_flattening(cloudtrail_dir: Path) -> None:
@@ -485,3 +508,126 @@ def _cloudtrail_records(root: Path) -> Any:
 def test_unknown_modes_are_the_loaders_bug() -> None:
     with pytest.raises(ValueError, match="json_null_field"):
         decode_json(Event("{}", "t", 0.0), "{}", null_mode="nothing")
+
+
+# -- which tree is trusted ------------------------------------------------------------
+
+
+def test_compact_and_spaced_texts_use_orjson_and_repeated_keys_do_not() -> None:
+    record = {"a": {"b": "x:y", "c": [1, 2.5, None]}, "d": True, "e": "\u00e9\n"}
+    for text in (orjson.dumps(record).decode(), json.dumps(record), json.dumps(record, indent=2)):
+        event = assert_matches_reference(text, ["a.b", "a.c", "d", "e"])
+        assert isinstance(event._blocks[0], JsonFieldBlock), text
+    for text in ('{"a":1,"a":2}', '{"a": 1, "b": {"c": 1, "c": 2}}', '{"l":[{"k":1,"k":2}]}'):
+        event = assert_matches_reference(text, ["a", "b.c", "l"])
+        assert isinstance(event._blocks[0], FlatJsonBlock), text
+
+
+def test_an_escaped_colon_cannot_hide_a_repeated_key() -> None:
+    # The dropped member takes a ':' with it and the escape brings one back:
+    # counting colons alone would trust orjson's tree, which lost "a": "1".
+    text = '{"a": "1", "a": "2", "b": "\\u003a"}'
+    event = assert_matches_reference(text, ["a", "b"])
+    assert isinstance(event._blocks[0], FlatJsonBlock)
+    assert event.find_field("a") == "1"
+
+
+def test_text_after_the_first_value_is_ignored_after_non_ascii_text() -> None:
+    event = decoded('{"é": "ü", "n": 1} {"x": 2}')
+    assert list(event.fields()) == [("é", "ü"), ("n", "1")]
+    assert isinstance(event._blocks[0], JsonFieldBlock)
+
+
+def test_nested_past_what_orjson_writes_takes_the_exact_path() -> None:
+    deep = '{"a": ' + "[" * 300 + '"x"' + "]" * 300 + ', "b": 1}'
+    event = decoded(deep)
+    assert isinstance(event._blocks[0], FlatJsonBlock)
+    assert event.find_field("b") == "1"
+
+
+# -- lazy counting ------------------------------------------------------------------------
+
+
+def test_nothing_is_counted_until_asked_and_the_bound_holds(cloudtrail_dir: Path) -> None:
+    for record in list(_cloudtrail_records(cloudtrail_dir))[:60]:
+        text = orjson.dumps({"integration": "aws", "aws": record}).decode()
+        event = decoded(text)
+        block = event._blocks[0]
+        assert isinstance(block, JsonFieldBlock)
+        assert event.find_field("aws.eventName") == record["eventName"]
+        assert not event.is_full()
+        assert block._total is None  # the bound answered: no walk
+        expected = len(reference_fields(text)[0])
+        assert MAX_DYNAMIC_FIELDS >= block.bound() >= block.count() == expected
+        assert event.field_count == expected
+
+
+def test_bound_is_the_text_length_over_five_then_its_colons() -> None:
+    members = {f"k{i}": "v" for i in range(10)}
+    small = decoded(orjson.dumps(members).decode())._blocks[0]
+    assert isinstance(small, JsonFieldBlock)
+    assert small.bound() == len(orjson.dumps(members)) // 5
+    spaced = decoded(json.dumps(members))._blocks[0]  # its colons were counted anyway
+    assert spaced.bound() == 10
+    wide = {f"key{i}": "a:b:c" for i in range(100)}  # 300 fields' worth of ':'
+    block = decoded(orjson.dumps(wide).decode())._blocks[0]
+    assert block.bound() == MAX_DYNAMIC_FIELDS
+    assert block.count() == 100
+    assert block.bound() == 100  # exact once counted
+
+
+# -- key indexes --------------------------------------------------------------------------
+
+
+def test_key_index_maps_ascii_lowered_names_or_refuses() -> None:
+    assert key_index({"A": 1, "bC": 2}) == {"a": "A", "bc": "bC"}
+    assert key_index({}) == {}
+    assert key_index({"a.b": 1}) is None  # dotted: a path could end inside the key
+    assert key_index({"Name": 1, "x": 2, "NAME": 3}) is None  # which one is first matters
+    assert key_index({"É": 1, "é": 2}) == {"É": "É", "é": "é"}  # only ASCII folds
+
+
+def test_key_indexes_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_decoder, "_INDEXES", {})
+    for i in range(json_decoder._INDEX_KEEP_MAX + 10):
+        key_index({f"k{i}": 1})
+    assert 0 < len(json_decoder._INDEXES) <= json_decoder._INDEX_KEEP_MAX
+    huge = {"k" * (json_decoder._INDEX_KEEP_CHARS + 1): 1}
+    assert key_index(huge) == {"k" * (json_decoder._INDEX_KEEP_CHARS + 1): next(iter(huge))}
+    assert tuple(huge) not in json_decoder._INDEXES
+
+
+def test_find_through_objects_that_need_a_scan() -> None:
+    text = '{"Aws": {"x": "first"}, "aws": {"x": "second", "y": "only"}, "a.b": {"c": "dotted"}}'
+    event = assert_matches_reference(text, ["aws.x", "aws.y", "a.b.c", "AWS.Y", "aws"])
+    assert event.find_field("aws.x") == "first"
+
+
+# -- the printer for orjson trees -------------------------------------------------------
+
+plain_trees = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**64), max_value=2**64),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=5),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_trees)
+def test_the_plain_printer_prints_like_cjson(tree: Any) -> None:
+    assert print_plain(tree) == print_json(tree, formatted=True)
+
+
+def test_the_plain_printer_hands_deep_trees_to_the_iterative_one() -> None:
+    tree: Any = "leaf"
+    for i in range(200):
+        tree = [tree, {"k": i}] if i % 2 else {"n": tree, "s": "x"}
+    assert print_plain(tree) == print_json(tree, formatted=True)
