@@ -20,6 +20,14 @@ analysisd's do. Files are opened ``O_APPEND`` and written with raw ``os.write``
 (no user-space buffer): when ``write()`` returns, the batch is in the kernel and
 survives a crash of this process.
 
+*Two-phase writes.* ``write(items)`` is ``plan()``, ``plan.add(items)``,
+``commit(plan)``. A caller that must record where a batch lands before it lands
+(the manager's batch journal) uses the phases itself: the plan renders against
+the current ends of the files and exposes the exact bytes and offsets
+(``WritePlan.ranges``); ``commit`` appends them, or refuses a plan that another
+write has made stale. ``add`` may be called repeatedly, so rendering thousands
+of alerts can be spread over several event-loop iterations.
+
 *Durability* (``FsyncPolicy``) is what ``flush()`` adds on top, i.e. survival
 of a power loss or kernel crash:
 
@@ -188,6 +196,163 @@ class _Stream:
             / MONTHS[day.month - 1]
             / f"ossec-{self.tag}-{day.day:02d}{self.ext}"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """One file's part of a write: ``data`` goes at byte ``start`` of ``path``.
+
+    ``path`` is None and ``data`` empty for a file this writer does not keep
+    (e.g. alerts.log switched off).
+    """
+
+    path: Path | None
+    start: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+class WritePlan:
+    """Alerts rendered against the files' current ends, waiting for ``commit``.
+
+    Made by ``AlertFiles.plan()``. ``add`` may be called many times (a caller
+    that renders thousands of alerts can yield to its event loop between
+    calls); each item gets the id of the offset where it will land. The plan
+    remembers which files and offsets it was made for, so a commit after
+    another write is refused instead of corrupting the ids.
+    """
+
+    __slots__ = (
+        "_json",
+        "_log",
+        "_archive",
+        "_base",
+        "_json_parts",
+        "_log_parts",
+        "_arch_parts",
+        "_json_off",
+        "_log_off",
+        "_arch_off",
+        "alerts",
+        "archives",
+        "_ranges",
+    )
+
+    def __init__(self, js: _Stream | None, lg: _Stream | None, ar: _Stream | None) -> None:
+        self._json, self._log, self._archive = js, lg, ar
+        self._base = tuple((s.fd, s.offset) if s is not None else None for s in (js, lg, ar))
+        self._json_parts: list[bytes] = []
+        self._log_parts: list[bytes] = []
+        self._arch_parts: list[bytes] = []
+        self._json_off = js.offset if js is not None else 0
+        self._log_off = lg.offset if lg is not None else 0
+        self._arch_off = ar.offset if ar is not None else 0
+        self.alerts = 0
+        self.archives = 0
+        self._ranges: tuple[FileRange, FileRange, FileRange] | None = None
+
+    def add(self, items: Sequence[PendingAlert | PendingArchive]) -> list[str]:
+        """Render ``items`` after what the plan holds; return their ids in order.
+
+        All or nothing: if a renderer raises or returns a malformed record,
+        none of ``items`` is kept (earlier ``add`` calls stay).
+
+        Raises:
+            AlertRenderError: a renderer returned a malformed record.
+        """
+        if self._ranges is not None:
+            raise RuntimeError("WritePlan.add() after ranges() sealed the plan (bug)")
+        js, lg, ar = self._json, self._log, self._archive
+        json_parts: list[bytes] = []
+        log_parts: list[bytes] = []
+        arch_parts: list[bytes] = []
+        json_off, log_off, arch_off = self._json_off, self._log_off, self._arch_off
+        ids: list[str] = []
+        n_alerts = n_archives = 0
+        for index, item in enumerate(items):
+            alert_id = f"{item.epoch_s}.{log_off if lg is not None else json_off}"
+            ids.append(alert_id)
+            if isinstance(item, PendingAlert):
+                line, block = item.render(alert_id)
+                n_alerts += 1
+                if js is not None:
+                    if not line.endswith(b"\n") or line.find(b"\n") != len(line) - 1:
+                        raise AlertRenderError(
+                            f"item {index} (id {alert_id}): alerts.json line must be one line "
+                            f"ending in a newline: {line[:80]!r}"
+                        )
+                    json_parts.append(line)
+                    json_off += len(line)
+                if lg is not None:
+                    if not (block.startswith(_LOG_START) and block.endswith(_LOG_END)):
+                        raise AlertRenderError(
+                            f"item {index} (id {alert_id}): alerts.log block must start with "
+                            f"'** Alert ' and end with a blank line: {block[:80]!r}"
+                        )
+                    log_parts.append(block)
+                    log_off += len(block)
+            elif ar is not None:
+                line = item.render(alert_id)
+                if not line.endswith(b"\n") or line.find(b"\n") != len(line) - 1:
+                    raise AlertRenderError(
+                        f"item {index} (id {alert_id}): archives.json line must be one line "
+                        f"ending in a newline: {line[:80]!r}"
+                    )
+                arch_parts.append(line)
+                arch_off += len(line)
+                n_archives += 1
+        self._json_parts += json_parts
+        self._log_parts += log_parts
+        self._arch_parts += arch_parts
+        self._json_off, self._log_off, self._arch_off = json_off, log_off, arch_off
+        self.alerts += n_alerts
+        self.archives += n_archives
+        return ids
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing will be written (no items, or only skipped archives)."""
+        if self._ranges is not None:
+            return not any(r.data for r in self._ranges)
+        return not (self._json_parts or self._log_parts or self._arch_parts)
+
+    def ranges(self) -> tuple[FileRange, FileRange, FileRange]:
+        """Where the plan's bytes will land: alerts.json, alerts.log, archives.json.
+
+        Seals the plan (no more ``add``). The bytes are joined once here and
+        written as they are by ``commit``, so a caller may record them (e.g.
+        a digest in a journal) before committing.
+        """
+        if self._ranges is None:
+            out = []
+            for stream, base, parts in zip(
+                (self._json, self._log, self._archive),
+                self._base,
+                (self._json_parts, self._log_parts, self._arch_parts),
+                strict=True,
+            ):
+                if stream is None or base is None:
+                    out.append(FileRange(None, 0, b""))
+                else:
+                    data = parts[0] if len(parts) == 1 else b"".join(parts)
+                    out.append(FileRange(stream.path, base[1], data))
+            self._json_parts = self._log_parts = self._arch_parts = []
+            self._ranges = (out[0], out[1], out[2])
+        return self._ranges
+
+    def streams(self) -> tuple[_Stream | None, _Stream | None, _Stream | None]:
+        return self._json, self._log, self._archive
+
+    def based_on_current(self) -> bool:
+        """True while no other write moved the files since the plan was made."""
+        current = tuple(
+            (s.fd, s.offset) if s is not None else None
+            for s in (self._json, self._log, self._archive)
+        )
+        return current == self._base
 
 
 class AlertFiles:
@@ -372,18 +537,35 @@ class AlertFiles:
 
         ``PendingArchive`` items are skipped when ``logall_json`` is off (their
         id is still returned). A renderer's own exceptions propagate as they
-        are, with nothing written.
+        are, with nothing written. Equivalent to ``plan()``, ``add(items)``,
+        ``commit(plan)``.
 
         Raises:
             AlertRenderError: a renderer returned a malformed record; nothing
                 was written.
             AlertFilesError: the files could not be written; nothing was kept.
         """
+        if not items:
+            self._check_usable()
+            return []
+        plan = self.plan()
+        ids = plan.add(items)
+        self.commit(plan)
+        return ids
+
+    def plan(self) -> WritePlan:
+        """Start a write: items added to the plan get ids from the current offsets.
+
+        Rolls the files over first when the day changed. Nothing reaches the
+        files until ``commit(plan)``; no other write may happen in between
+        (``commit`` refuses a plan that is no longer based on the files' ends).
+
+        Raises:
+            AlertFilesError: unusable, outside start()..close(), or the rollover failed.
+        """
         self._check_usable()
         if not self._started or self._closed:
             raise AlertFilesError("alert files: write() outside start()..close()")
-        if not items:
-            return []
         now = self._clock()
         if not self._day_start <= now < self._day_end:
             try:
@@ -391,74 +573,44 @@ class AlertFiles:
             except OSError as exc:
                 self._n["write_errors"] += 1
                 raise AlertFilesError(f"alert files: day rollover failed: {exc}") from exc
-        js, lg, ar = self._json, self._log, self._archive
-        json_parts: list[bytes] = []
-        log_parts: list[bytes] = []
-        arch_parts: list[bytes] = []
-        json_off = js.offset if js is not None else 0
-        log_off = lg.offset if lg is not None else 0
-        ids: list[str] = []
-        n_alerts = 0
-        for index, item in enumerate(items):
-            alert_id = f"{item.epoch_s}.{log_off if lg is not None else json_off}"
-            ids.append(alert_id)
-            if isinstance(item, PendingAlert):
-                line, block = item.render(alert_id)
-                n_alerts += 1
-                if js is not None:
-                    if not line.endswith(b"\n") or line.find(b"\n") != len(line) - 1:
-                        raise AlertRenderError(
-                            f"item {index} (id {alert_id}): alerts.json line must be one line "
-                            f"ending in a newline: {line[:80]!r}"
-                        )
-                    json_parts.append(line)
-                    json_off += len(line)
-                if lg is not None:
-                    if not (block.startswith(_LOG_START) and block.endswith(_LOG_END)):
-                        raise AlertRenderError(
-                            f"item {index} (id {alert_id}): alerts.log block must start with "
-                            f"'** Alert ' and end with a blank line: {block[:80]!r}"
-                        )
-                    log_parts.append(block)
-                    log_off += len(block)
-            elif ar is not None:
-                line = item.render(alert_id)
-                if not line.endswith(b"\n") or line.find(b"\n") != len(line) - 1:
-                    raise AlertRenderError(
-                        f"item {index} (id {alert_id}): archives.json line must be one line "
-                        f"ending in a newline: {line[:80]!r}"
-                    )
-                arch_parts.append(line)
+        return WritePlan(self._json, self._log, self._archive)
+
+    def commit(self, plan: WritePlan) -> None:
+        """Append what ``plan`` holds: one ``os.write`` per file, all or nothing.
+
+        Raises:
+            AlertFilesError: a file could not be written; what reached any file
+                was cut back off (or the writer turned unusable if even that failed).
+            RuntimeError: the plan is stale (another write came first): a caller bug.
+        """
+        self._check_usable()
+        if not plan.based_on_current():
+            raise RuntimeError("alert files: commit() of a plan made before another write (bug)")
+        ranges = plan.ranges()
         touched: list[_Stream] = []
         try:
-            for stream, parts in ((js, json_parts), (lg, log_parts), (ar, arch_parts)):
-                if stream is None or not parts:
+            for stream, data in zip(plan.streams(), ranges, strict=True):
+                if stream is None or not data.data:
                     continue
                 touched.append(stream)
-                _write_all(stream.fd, parts[0] if len(parts) == 1 else b"".join(parts))
+                _write_all(stream.fd, data.data)
         except OSError as exc:
             self._n["write_errors"] += 1
             self._roll_back(touched)
             failing = touched[-1].path if touched else None
             raise AlertFilesError(f"alert files: cannot append to {failing}: {exc}") from exc
         written = 0
-        if js is not None:
-            written += json_off - js.offset
-            js.offset = json_off
-        if lg is not None:
-            written += log_off - lg.offset
-            lg.offset = log_off
-        if ar is not None and arch_parts:
-            arch_bytes = sum(map(len, arch_parts))
-            written += arch_bytes
-            ar.offset += arch_bytes
+        for stream, data in zip(plan.streams(), ranges, strict=True):
+            if stream is not None and data.data:
+                stream.offset += len(data.data)
+                written += len(data.data)
         counters = self._n
-        counters["alerts_written"] += n_alerts
-        counters["archives_written"] += len(arch_parts)
+        counters["alerts_written"] += plan.alerts
+        counters["archives_written"] += plan.archives
         counters["bytes_written"] += written
         counters["batches"] += 1
-        self._written_seq += 1
-        return ids
+        if written:
+            self._written_seq += 1
 
     def _roll_back(self, touched: list[_Stream]) -> None:
         """Cut a failed batch off every file it reached; fail hard if that fails."""

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from trailwarden.manager import agents_cli
+from trailwarden.manager import run as start_command
+from trailwarden.manager import status as status_command
 from trailwarden.manager.ruleset_files import (
     RulesetFilesError,
     RulesetLayout,
@@ -323,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the alerts as alerts.json lines to FILE")
     _add_ruleset_args(p)
     p.set_defaults(func=cmd_demo)
+
+    agents_cli.register(sub)
+    start_command.register(sub)
+    status_command.register(sub)
 
     return parser
 

@@ -581,3 +581,68 @@ def test_backward_search_matches_rfind_across_chunk_edges(
     finally:
         os.close(fd)
         os.unlink(name)
+
+
+# -- two-phase writes (plan / commit), as the pipeline uses them --------------------------
+
+
+async def test_plan_exposes_exact_bytes_and_offsets_before_commit(
+    tmp_path: Path, base_alert: dict[str, Any]
+) -> None:
+    when = datetime(2026, 11, 28, 10, 0, tzinfo=TZ)
+    clock = FakeClock(when)
+    files = await started(config(tmp_path, logall_json=True), clock)
+    files.write([pending(base_alert, 1)])
+    sizes = {
+        name: (tmp_path / "logs/alerts" / name).stat().st_size
+        for name in ("alerts.json", "alerts.log")
+    }
+    plan = files.plan()
+    first = plan.add([pending(base_alert, 2)])
+    second = plan.add([archive({"n": 1}, 2), pending(base_alert, 2)])
+    json_range, log_range, archive_range = plan.ranges()
+    # Ids continue across add() calls from where the files end now.
+    assert first == [f"2.{sizes['alerts.log']}"]
+    assert second[1] == f"2.{sizes['alerts.log'] + len(log_range.data) // 2}"
+    assert json_range.start == sizes["alerts.json"]
+    assert log_range.start == sizes["alerts.log"]
+    assert archive_range.start == 0 and archive_range.data.count(b"\n") == 1
+    # Nothing is on disk until commit, then exactly the planned bytes at the planned offsets.
+    assert (tmp_path / "logs/alerts/alerts.json").stat().st_size == sizes["alerts.json"]
+    files.commit(plan)
+    on_disk = (tmp_path / "logs/alerts/alerts.json").read_bytes()
+    assert on_disk[json_range.start : json_range.end] == json_range.data
+    log_bytes = (tmp_path / "logs/alerts/alerts.log").read_bytes()
+    assert log_bytes[log_range.start :] == log_range.data
+    assert files.stats()["alerts_written"] == 3
+    await files.close(5)
+
+
+async def test_stale_plan_is_refused(tmp_path: Path, base_alert: dict[str, Any]) -> None:
+    clock = FakeClock(datetime(2026, 11, 28, 10, 0, tzinfo=TZ))
+    files = await started(config(tmp_path), clock)
+    plan = files.plan()
+    plan.add([pending(base_alert, 1)])
+    files.write([pending(base_alert, 1)])  # another write moved the files' ends
+    with pytest.raises(RuntimeError, match="before another write"):
+        files.commit(plan)
+    assert len(json_lines(tmp_path / "logs/alerts/alerts.json")) == 1
+    await files.close(5)
+
+
+async def test_failed_add_keeps_earlier_items(tmp_path: Path, base_alert: dict[str, Any]) -> None:
+    clock = FakeClock(datetime(2026, 11, 28, 10, 0, tzinfo=TZ))
+    files = await started(config(tmp_path), clock)
+    plan = files.plan()
+    plan.add([pending(base_alert, 1)])
+    broken = PendingAlert(1, lambda aid: (b"two\nlines\n", b"** Alert x\n\n"))
+    with pytest.raises(AlertRenderError):
+        plan.add([pending(base_alert, 1), broken])
+    assert not plan.empty
+    files.commit(plan)
+    assert len(json_lines(tmp_path / "logs/alerts/alerts.json")) == 1
+    empty = files.plan()
+    assert empty.empty
+    files.commit(empty)  # nothing to write is fine
+    assert files.stats()["alerts_written"] == 1
+    await files.close(5)
