@@ -665,7 +665,8 @@ class CloudTrailFileReader:
     before a gzip fault were decompressed and parsed intact and are yielded; the
     caller can resume at ``next_index`` once a truncated copy is complete.
     Iterating opens the file (``OSError`` if it cannot be read); a reader is
-    iterated once.
+    iterated once. Given ``document`` (the decompressed content, e.g. from
+    ``load_document``), it reads that instead and never opens the file.
     """
 
     def __init__(
@@ -675,10 +676,12 @@ class CloudTrailFileReader:
         start_index: int = 0,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        document: bytes | None = None,
     ) -> None:
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
         self.path = path
+        self.document = document
         self.chunk_bytes = chunk_bytes
         self.scanner = RecordScanner(
             max_record_bytes=max_record_bytes, start_index=start_index, source=path
@@ -699,6 +702,18 @@ class CloudTrailFileReader:
         if self.compressed is not None:
             raise RuntimeError(f"{self.path}: a CloudTrailFileReader is iterated once")
         scanner = self.scanner
+        document = self.document
+        if document is not None:
+            self.compressed = False
+            size = self.chunk_bytes
+            for offset in range(0, len(document), size):
+                chunk = document[offset : offset + size]
+                self.document_bytes += len(chunk)
+                yield from scanner.feed(chunk)
+                if scanner.done:
+                    return
+            yield from scanner.finish()
+            return
         with open(self.path, "rb") as raw, ExitStack() as stack:
             self.compressed = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
@@ -730,6 +745,75 @@ class CloudTrailFileReader:
             self.path,
             offset=self.document_bytes,
         )
+
+
+def load_document(path: str, max_bytes: int) -> bytes | None:
+    """The whole decompressed document of a small object, or None when it must
+    be streamed with ``CloudTrailFileReader``: larger than ``max_bytes``, not
+    one clean gzip member, or unreadable (the reader then says precisely why).
+
+    Runs happily on a worker thread: zlib releases the GIL while inflating.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+            if raw[:2] != _GZIP_MAGIC:
+                return raw if len(raw) <= max_bytes else None
+            # A gzip file compresses its document, so this bounds the input too.
+            rest = f.read(max_bytes * 2)
+    except OSError:
+        return None
+    inflater = zlib.decompressobj(wbits=31)  # gzip framing
+    try:
+        document = inflater.decompress(raw + rest, max_bytes + 1)
+    except zlib.error:
+        return None
+    if len(document) > max_bytes or not inflater.eof or inflater.unused_data:
+        return None  # too large, truncated, or several members: stream it
+    return document
+
+
+def parse_whole_document(
+    document: bytes, *, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> list[dict[str, Any]] | None:
+    """All records of a small, clean document in one ``orjson.loads``, or None
+    when the scanner must read it (it then reports whatever is unusual).
+
+    The fast path of a caller that holds the whole document anyway (bounded by
+    its own limit): no per-record boundary search. It accepts only what the
+    scanner would yield as records, all of them: a ``{"Records": [...]}`` or
+    bare array whose elements are all objects, no record over
+    ``max_record_bytes``. Sizes are then those of the records' compact JSON,
+    which is their size in AWS's compact files; a document with line breaks
+    (pretty-printed) larger than the limit goes to the scanner, which measures
+    records as written. orjson's own depth limit (1024) replaces the
+    scanner's ``MAX_RECORD_DEPTH``; the envelope refuses what orjson cannot
+    write back.
+    """
+    try:
+        doc = orjson.loads(document)
+    except orjson.JSONDecodeError:
+        return None  # lone surrogates, NaN, truncation, a BOM...: the scanner decides
+    if type(doc) is dict:
+        records = doc.get("Records")
+        if type(records) is not list:
+            return None
+    elif type(doc) is list:
+        records = doc
+    else:
+        return None
+    if not set(map(type, records)) <= _DICT_ONLY:
+        return None
+    if len(document) > max_record_bytes:
+        if document.find(b"\n", 0, len(document) - 1) >= 0:
+            return None
+        dumps = orjson.dumps
+        if any(len(dumps(r)) > max_record_bytes for r in records):
+            return None
+    return records
+
+
+_DICT_ONLY = frozenset({dict})
 
 
 def read_cloudtrail_file(

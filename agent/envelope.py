@@ -96,6 +96,34 @@ def _clean(node: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _clean_owned(node: dict[str, Any]) -> dict[str, Any]:
+    """``_clean`` done in place, for a tree the caller owns (a fresh parse, no
+    shared sub-objects): no new dicts, about a third less time."""
+    dropped: list[str] | None = None
+    for key, value in node.items():
+        t = type(value)
+        if t is str:
+            continue
+        if t is dict:
+            _clean_owned(value)
+        elif t is list:
+            if len(value) == 1:
+                node[key] = value[0]  # replacing a value keeps iteration valid
+        elif value is None:
+            if dropped is None:
+                dropped = [key]
+            else:
+                dropped.append(key)
+        elif isinstance(value, dict):
+            _clean_owned(value)
+        elif isinstance(value, list) and len(value) == 1:
+            node[key] = value[0]
+    if dropped is not None:
+        for key in dropped:
+            del node[key]
+    return node
+
+
 def fallback_account_id(record: dict[str, Any]) -> str | None:
     """The account to report when the file path carries none.
 
@@ -121,10 +149,16 @@ def build_message(
     bucket: str,
     account_id: str | None,
     account_alias: str = "",
+    owned: bool = False,
 ) -> dict[str, Any]:
-    """The wodle message as a Python dict (see the module docstring for the steps)."""
+    """The wodle message as a Python dict (see the module docstring for the steps).
+
+    ``owned``: the record is a fresh parse the caller will not use again, so
+    its nested dicts may be cleaned in place (the result is the same).
+    """
     if account_id is None:
         account_id = fallback_account_id(record)
+    clean = _clean_owned if owned else _clean
     aws: dict[str, Any] = {
         "log_info": {"aws_account_alias": account_alias, "log_file": log_file, "s3bucket": bucket}
     }
@@ -133,7 +167,7 @@ def build_message(
         if t is str:
             pass
         elif t is dict:
-            value = _clean(value)
+            value = clean(value)
         elif t is list:
             if len(value) == 1:
                 value = value[0]
@@ -142,7 +176,7 @@ def build_message(
                 continue
             # dict(record, source=...) overrides even a None: keep the position.
         elif isinstance(value, dict):
-            value = _clean(value)
+            value = clean(value)
         elif isinstance(value, list) and len(value) == 1:
             value = value[0]
         aws[key] = value
@@ -178,15 +212,19 @@ def wrap_record(
     bucket: str,
     account_id: str | None,
     account_alias: str = "",
+    owned: bool = False,
 ) -> bytes:
     """Serialise ``record`` as the wodle's message body, compact, UTF-8.
 
     Args:
-        record: one element of ``Records`` as parsed JSON; not modified.
+        record: one element of ``Records`` as parsed JSON; not modified unless
+            ``owned``.
         log_file: the object key relative to the bucket root (``log_info.log_file``).
         bucket: the bucket name (``log_info.s3bucket``).
         account_id: from the S3 key; ``None`` falls back to the record's own ids.
         account_alias: ``log_info.aws_account_alias`` (the wodle's default is "").
+        owned: the caller hands over a freshly parsed record it will not use
+            again (no shared sub-objects); its nested dicts are cleaned in place.
 
     Raises:
         EnvelopeError: the record nests too deeply to serialise (bad input).
@@ -199,6 +237,7 @@ def wrap_record(
                 bucket=bucket,
                 account_id=account_id,
                 account_alias=account_alias,
+                owned=owned,
             )
         )
     except (orjson.JSONEncodeError, RecursionError) as exc:

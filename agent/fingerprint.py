@@ -124,6 +124,16 @@ def first_lines_fingerprint(
         raise ValueError(f"lines must be >= 1, got {lines}")
     with open(path, "rb") as f:
         head = f.read(max_bytes)
+    return head_lines_fingerprint(head, lines, max_bytes)
+
+
+def head_lines_fingerprint(
+    head: bytes, lines: int = 1, max_bytes: int = LINE_HEAD_BYTES
+) -> str | None:
+    """``first_lines_fingerprint`` of a file whose first ``max_bytes`` bytes
+    (or all of it, if shorter) are ``head`` (pure; for a caller holding the
+    file open)."""
+    head = head[:max_bytes]
     pos = -1
     for _ in range(lines):
         pos = head.find(b"\n", pos + 1)

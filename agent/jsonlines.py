@@ -31,7 +31,9 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import BinaryIO
 
 # CloudWatch Logs caps an event at 256 KB; CloudTrail records in S3 reach a few
 # hundred KB. 1 MiB bounds memory per line with room to spare.
@@ -101,7 +103,9 @@ class JsonLinesReader:
         self.discarding = False  # inside an oversized line, dropping up to its newline
         self.peak_buffered_bytes = 0  # most bytes held for one partial line
 
-    def read(self, *, final: bool = False) -> Iterator[Line | LineProblem]:
+    def read(
+        self, *, final: bool = False, handle: BinaryIO | None = None
+    ) -> Iterator[Line | LineProblem]:
         """Yield the complete lines written since the last call, and problems.
 
         ``offset`` advances as items are yielded, so a caller may stop early and
@@ -110,9 +114,11 @@ class JsonLinesReader:
         Args:
             final: the file is complete (an export, or no longer written): a last
                 line without a newline is a line too. Exports often end that way.
+            handle: read this open file instead of opening ``path`` (a tailer
+                keeps the file open to finish it after a rename rotation).
         """
         limit = self.max_line_bytes
-        with open(self.path, "rb") as f:
+        with open(self.path, "rb") if handle is None else nullcontext(handle) as f:
             size = os.fstat(f.fileno()).st_size
             if size < self.offset:
                 yield LineProblem(

@@ -1,0 +1,151 @@
+"""The tailer's speed-ups give exactly what the plain paths give.
+
+* ``wrap_record(owned=True)`` cleans nested dicts in place;
+* ``CloudTrailFileReader(document=...)`` reads a document inflated on a worker
+  thread (``load_document``) instead of the file;
+* ``head_lines_fingerprint`` fingerprints from bytes a tail already holds;
+* ``JsonLinesReader.read(handle=...)`` reads through an open descriptor.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cloudtrail_files import record, records
+
+from trailwarden.agent.cloudtrail_file import (
+    CloudTrailFileReader,
+    Problem,
+    Record,
+    load_document,
+)
+from trailwarden.agent.envelope import wrap_record
+from trailwarden.agent.fingerprint import first_lines_fingerprint, head_lines_fingerprint
+from trailwarden.agent.jsonlines import JsonLinesReader, Line
+
+SAMPLES = Path(__file__).resolve().parents[2] / "agent" / "samples" / "cloudtrail"
+
+
+def all_records(cloudtrail_dir: Path) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    files = sorted(SAMPLES.rglob("*.json*")) + sorted(cloudtrail_dir.rglob("*.json"))
+    for path in files:
+        found.extend(
+            item.obj for item in CloudTrailFileReader(str(path)) if isinstance(item, Record)
+        )
+    for path in sorted(cloudtrail_dir.rglob("*.log")):
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            obj = orjson.loads(line)
+            if "eventVersion" in obj:
+                found.append(obj)
+    return found
+
+
+EDGE_CASES: list[dict[str, Any]] = [
+    record("e1", responseElements=None, requestParameters=None, source=None),
+    record("e2", resources=[{"ARN": "arn:x", "type": None, "tags": [{"k": None}]}]),
+    record("e3", requestParameters={"a": [None], "b": [], "c": [[1]], "d": {"e": None, "f": [2]}}),
+    record("e4", requestParameters=["x", "y"], additionalEventData=True, tags="plain"),
+    record("e5", requestParameters={"disableApiTermination": False, "l": [{"m": None}]}),
+    record("e6", userIdentity={"sessionContext": {"attributes": {"mfa": None}, "x": [None]}}),
+]
+
+
+def test_wrapping_in_place_gives_the_same_bytes(cloudtrail_dir: Path) -> None:
+    corpus = all_records(cloudtrail_dir) + EDGE_CASES
+    assert len(corpus) > 300
+    for original in corpus:
+        expected = wrap_record(original, log_file="k", bucket="b", account_id=None)
+        owned = copy.deepcopy(original)
+        assert wrap_record(owned, log_file="k", bucket="b", account_id=None, owned=True) == expected
+    untouched = copy.deepcopy(EDGE_CASES[0])
+    wrap_record(untouched, log_file="k", bucket="b", account_id="1")
+    assert untouched == EDGE_CASES[0]  # not owned: left as it was
+
+
+def items(reader: CloudTrailFileReader) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for item in reader:
+        if isinstance(item, Record):
+            out.append(("record", (item.index, item.raw)))
+        else:
+            assert isinstance(item, Problem)
+            out.append(("problem", (item.kind, item.index, item.offset)))
+    return out
+
+
+DOCUMENTS = {
+    "plain": orjson.dumps({"Records": records("p", 30)}),
+    "bare": orjson.dumps(records("b", 5)),
+    "pretty": orjson.dumps({"Records": records("q", 4)}, option=orjson.OPT_INDENT_2),
+    "truncated": orjson.dumps({"Records": records("t", 20)})[:-900],
+    "digest": b'{"awsAccountId":"1","digestStartTime":"x","logFiles":[]}',
+    "bad record": orjson.dumps({"Records": records("r", 3)}).replace(b'"r-000001"', b"r-000001", 1),
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTS))
+@pytest.mark.parametrize("start", [0, 2])
+def test_a_document_in_memory_reads_like_the_file(tmp_path: Path, name: str, start: int) -> None:
+    document = DOCUMENTS[name]
+    path = tmp_path / "x.json.gz"
+    path.write_bytes(gzip.compress(document))
+    from_file = CloudTrailFileReader(
+        str(path), start_index=start, max_record_bytes=2000, chunk_bytes=700
+    )
+    from_memory = CloudTrailFileReader(
+        str(path),
+        start_index=start,
+        max_record_bytes=2000,
+        chunk_bytes=700,
+        document=load_document(str(path), 1 << 20),
+    )
+    assert items(from_memory) == items(from_file)
+    assert from_memory.next_index == from_file.next_index
+
+
+def test_load_document_refuses_what_must_be_streamed(tmp_path: Path) -> None:
+    body = orjson.dumps({"Records": records("L", 50)})
+    gz = tmp_path / "a.json.gz"
+    gz.write_bytes(gzip.compress(body))
+    plain = tmp_path / "a.json"
+    plain.write_bytes(body)
+    assert load_document(str(gz), len(body)) == body
+    assert load_document(str(plain), len(body)) == body
+    assert load_document(str(gz), len(body) - 1) is None  # too large
+    assert load_document(str(plain), len(body) - 1) is None
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(gz.read_bytes()[:-20])
+    assert load_document(str(cut), 1 << 20) is None  # truncated: the reader says why
+    two = tmp_path / "two.json.gz"
+    two.write_bytes(gzip.compress(body[:100]) + gzip.compress(body[100:]))
+    assert load_document(str(two), 1 << 20) is None  # several members: streamed
+    assert load_document(str(tmp_path / "missing.json.gz"), 100) is None
+
+
+def test_head_fingerprint_matches_the_path_fingerprint(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    for content in (b"", b"partial", b'{"a":1}\n{"b":2}\n', b"x" * 9000):
+        path.write_bytes(content)
+        assert head_lines_fingerprint(content) == first_lines_fingerprint(path)
+
+
+def test_lines_read_through_a_descriptor_after_a_rename(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"n":1}\n')
+    with path.open("rb") as handle:
+        reader = JsonLinesReader(str(path))
+        assert [i.raw for i in reader.read(handle=handle) if isinstance(i, Line)] == [b'{"n":1}']
+        path.rename(tmp_path / "x.jsonl.1")
+        with (tmp_path / "x.jsonl.1").open("ab") as writer:
+            writer.write(b'{"n":2}\n')
+        assert [i.raw for i in reader.read(handle=handle) if isinstance(i, Line)] == [b'{"n":2}']
+        assert not handle.closed
