@@ -1,0 +1,95 @@
+"""The wheel a user installs: one `trailwarden` namespace, data files, console scripts.
+
+Built for real with pip (an isolated build, as `pip install .` does), then run
+from the unpacked wheel rather than the editable checkout.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO)],
+        check=True,
+        timeout=600,
+    )
+    (built,) = out.glob("trailwarden-*.whl")
+    return built
+
+
+def test_wheel_installs_only_the_trailwarden_namespace(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/", 1)[0] for name in names}
+    dist_info = {t for t in tops if t.endswith(".dist-info")}
+    assert tops - dist_info == {"trailwarden"}, sorted(tops)
+    packages = {name.split("/")[1] for name in names if name.startswith("trailwarden/")}
+    assert packages == {"agent", "manager", "common", "rules"}
+    # No tests, benches or top-level generic modules ship.
+    assert not [n for n in names if "/tests/" in n or n.startswith(("tests/", "bench/"))]
+
+
+def test_wheel_carries_the_data_the_code_reads(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "trailwarden/rules/ruleset/rules/0350-aws_ec2_rules.xml",
+        "trailwarden/rules/ruleset/decoders/0100-aws_cloudtrail_decoders.xml",
+        "trailwarden/rules/mitre_techniques.json",
+        "trailwarden/rules/py.typed",
+        "trailwarden/common/py.typed",
+    ):
+        assert needed in names, needed
+    samples = [n for n in names if n.startswith("trailwarden/agent/samples/cloudtrail/")]
+    assert any(n.endswith(".json.gz") for n in samples), samples[:5]
+
+
+def test_wheel_declares_both_console_scripts(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    (entry_points,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    parser = configparser.ConfigParser()
+    parser.read_string(archive.read(entry_points).decode())
+    assert dict(parser["console_scripts"]) == {
+        "trailwarden-manager": "trailwarden.manager.cli:main",
+        "trailwarden-agent": "trailwarden.agent.cli:main",
+    }
+
+
+def test_unpacked_wheel_runs_the_bundled_ruleset(wheel: Path, tmp_path: Path) -> None:
+    """The installed code (not the checkout) compiles its ruleset and fires rule 80301."""
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    script = (
+        "import trailwarden.rules, trailwarden.manager.ruleset_files as f\n"
+        "from trailwarden.rules.engine import Engine, EngineOptions\n"
+        "from trailwarden.agent.envelope import wrap_record\n"
+        "print(trailwarden.rules.__file__)\n"
+        "engine, problems = Engine.compile(f.read_sources(f.default_layout()), EngineOptions())\n"
+        "assert not [p for p in problems if p.severity == 'error'], problems\n"
+        "record = {'eventVersion': '1.08', 'eventSource': 'ec2.amazonaws.com',\n"
+        "          'eventName': 'RunInstances', 'awsRegion': 'us-east-1',\n"
+        "          'sourceIPAddress': '198.51.100.7', 'userIdentity': {'type': 'IAMUser'}}\n"
+        "message = wrap_record(record, log_file='k.json.gz', bucket='b', account_id='1').decode()\n"
+        "verdict = engine.process(message, 'cloudtrail', 0.0, engine.new_state())\n"
+        "print(verdict.rule.id if verdict.rule else None)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    module_file, rule_id = done.stdout.split()
+    assert Path(module_file).is_relative_to(target), module_file
+    assert rule_id == "80301"
