@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[manager,speed,dev]'
 	touch $@
 
-# Runs the main job on the bundled sample CloudTrail records.
+# The main job end to end on the bundled sample CloudTrail records: a manager
+# and an agent enrolled with it, as processes on loopback; files in var/run-demo.
 run: $(STAMP)
-	$(BIN)/trailwarden-manager demo
+	$(BIN)/trailwarden-manager run-demo --data-dir var/run-demo
 
 test: $(STAMP) system-deps lint typecheck unit
 

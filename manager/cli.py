@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trailwarden.manager import agents_cli
+from trailwarden.manager import agents_cli, run_demo
 from trailwarden.manager import run as start_command
 from trailwarden.manager import status as status_command
 from trailwarden.manager.ruleset_files import (
@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ruleset_args(p)
     p.set_defaults(func=cmd_demo)
 
+    run_demo.register(sub, _add_ruleset_args, _RULESET_HELP)
     agents_cli.register(sub)
     start_command.register(sub)
     status_command.register(sub)
