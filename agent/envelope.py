@@ -24,7 +24,7 @@ The wodle builds the message in this order (``wodles/aws/buckets_s3/aws_bucket.p
    not visited again, and lists are never entered.
 5. ``source_ip_address`` is set when ``re.match(r"\\d+\\.\\d+.\\d+.\\d+",
    sourceIPAddress)`` (the wodle's pattern: two unescaped dots, anchored at the
-   start only).
+   start only). We are stricter: see the deliberate differences.
 6. A non-dict top-level ``tags`` becomes ``{"value": tags}``.
 7. A non-dict ``additionalEventData``/``responseElements``/``requestParameters``
    becomes ``{"string": str(value)}``: Python ``str()``, so a list shows as its
@@ -37,6 +37,16 @@ stays ``None``, as in the wodle, because removal ran first). The pass builds new
 dicts, so the caller's record is never mutated.
 
 Deliberate differences:
+- ``source_ip_address`` is set only when ``sourceIPAddress`` is exactly one IPv4
+  address as the indexer's ``ip`` type parses it (four decimal octets 0-255, no
+  leading zeros). Wazuh's index template maps the field as ``ip``; the wodle's
+  pattern also copies ``"035.249.253.232"`` (anonymised Stratus logs) and
+  ``"81.2.69.142, 192.168.10.10"`` (a proxy chain), and the indexer then refuses
+  the whole alert. ``sourceIPAddress`` itself is always kept as sent;
+- members whose shape depends on the API (``POLYMORPHIC_MEMBERS``): a concrete
+  value is moved one level down (``{"arn": "..."}``), the wodle's own remedy for
+  ``tags`` and ``disableApiTermination`` applied where CloudTrail really clashes,
+  so each day's index types the member as an object whatever event comes first;
 - compact separators, raw UTF-8 and orjson's float spelling (the wodle's
   ``json.dumps`` writes ``", "``, ``\\uXXXX`` escapes and ``1e+16``): the same
   values once parsed; our default rules match ``"errorCode":"..."`` in the raw text;
@@ -62,12 +72,28 @@ import orjson
 # The wodle's location: messages reach analysisd as "1:Wazuh-AWS:<json>".
 WODLE_LOCATION = "Wazuh-AWS"
 
-# Verbatim from the wodle (reformat_msg), including the unescaped dots; used with
-# re.match, i.e. anchored at the start only. Linear: no nested quantifiers.
-_IPV4_LIKE = re.compile(r"\d+\.\d+.\d+.\d+")
+# One IPv4 address as the indexer's ip type (and Python's ipaddress) parses it:
+# octets 0-255 without leading zeros, used with fullmatch. The wodle's
+# r"\d+\.\d+.\d+.\d+" with re.match lets through values the indexer refuses.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 # cloudtrail.py casts these to {"string": str(value)} when they are not dicts.
 _CAST_TO_STRING = ("additionalEventData", "responseElements", "requestParameters")
+
+# (member, key, wrapper): payload keys that are an object in some APIs' events and
+# a concrete value in others. The first event of a day maps the key in that day's
+# index, so an event of the other shape is refused by the indexer (Wazuh's template
+# maps payloads dynamically). A concrete value (str, number, bool) becomes
+# {wrapper: value}; lists are left alone (a list of objects maps as an object).
+# Stock Wazuh rules read only aws.responseElements.ConsoleLogin in these members.
+POLYMORPHIC_MEMBERS: tuple[tuple[str, str, str], ...] = (
+    # IAM CreateRole/GetRole return the Role object (roleName, arn, ...); Lambda's
+    # function configuration (CreateFunction, UpdateFunctionCode, ...) gives the
+    # execution role's ARN as a string: it lands at role.arn, where IAM has it.
+    ("responseElements", "role", "arn"),
+)
+_CONCRETE = frozenset((str, int, float, bool))
 
 
 class EnvelopeError(ValueError):
@@ -185,7 +211,7 @@ def build_message(
         aws["aws_account_id"] = account_id
 
     source_ip = aws.get("sourceIPAddress")
-    if isinstance(source_ip, str) and _IPV4_LIKE.match(source_ip):
+    if isinstance(source_ip, str) and _IPV4.fullmatch(source_ip):
         aws["source_ip_address"] = source_ip
 
     if "tags" in aws and not isinstance(aws["tags"], dict):
@@ -202,6 +228,14 @@ def build_message(
             **params,
             "disableApiTermination": {"value": params["disableApiTermination"]},
         }
+
+    for member, key, wrapper in POLYMORPHIC_MEMBERS:
+        payload = aws.get(member)  # a dict by now, if present
+        if payload is not None:
+            value = payload.get(key)
+            if type(value) in _CONCRETE:
+                # A fresh dict, as above; the key keeps its position.
+                aws[member] = {**payload, key: {wrapper: value}}
     return {"integration": "aws", "aws": aws}
 
 

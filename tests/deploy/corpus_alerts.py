@@ -157,3 +157,10 @@ def produce_alerts(cloudtrail_dir: Path, wazuh_ref: Path) -> list[CorpusAlert]:
         *_render(bundled, records, "bundled", agent_events=True),
         *_render(stock, records, "stock", agent_events=False),
     ]
+
+
+def render_stock(records: list[CorpusRecord], wazuh_ref: Path) -> list[CorpusAlert]:
+    """Wazuh's stock ruleset's rendered verdicts for ``records``, in order (the
+    manager-local wodle event, as for the corpus)."""
+    _, stock = _engines(wazuh_ref)
+    return _render(stock, records, "stock", agent_events=False)

@@ -20,7 +20,7 @@ from servers import OsmemProcess
 
 from trailwarden.manager.indexer import IndexerConfig, IndexerOutput, document_id
 from trailwarden.manager.ingest_pipeline import index_document
-from trailwarden.manager.outputs import Stats
+from trailwarden.manager.outputs import RenderedAlert, Stats
 from trailwarden.manager.template_check import DocumentCheck, IndexSimulator
 
 # Generous: indexing ~500 alerts into osmem takes well under a second.
@@ -73,7 +73,7 @@ def index_run(
     server = OsmemProcess(workdir)
     server.start()
     try:
-        stats = asyncio.run(_ship(server.url, name, template_path, alerts))
+        stats = ship(server.url, name, template_path, [a.rendered for a in alerts])
         present: set[str] = set()
         ignored: dict[str, list[str]] = {}
         mappings: dict[str, dict[str, Any]] = {}
@@ -97,7 +97,13 @@ def index_run(
         server.stop()
 
 
-async def _ship(url: str, name: str, template_path: Path, alerts: list[CorpusAlert]) -> Stats:
+def ship(url: str, name: str, template_path: Path, alerts: list[RenderedAlert]) -> Stats:
+    """Ship ``alerts`` in order with the real indexer output (installing the
+    template first); the output's counters once everything has settled."""
+    return asyncio.run(_ship(url, name, template_path, alerts))
+
+
+async def _ship(url: str, name: str, template_path: Path, alerts: list[RenderedAlert]) -> Stats:
     out = IndexerOutput(
         IndexerConfig(
             url=url,
@@ -110,7 +116,7 @@ async def _ship(url: str, name: str, template_path: Path, alerts: list[CorpusAle
     )
     await out.start()
     for alert in alerts:
-        assert out.submit(alert.rendered), alert.label
+        assert out.submit(alert), alert.fields.get("id")
     assert await out.flush(timeout_s=INDEX_TIMEOUT_S), "indexer output did not drain"
     await out.close(5)
     return out.stats()
