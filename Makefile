@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: run test lint typecheck unit compat bench clean system-deps
+.PHONY: run test lint typecheck unit compat bench bench-e2e clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ compat: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+
+# CloudTrail files to alerts on disk with agent and manager as processes:
+# records/s, and p50/p99 latency at 5,000 records/s offered.
+bench-e2e: $(STAMP)
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info
