@@ -188,6 +188,9 @@ class Tailer:
         self._current: _Reading | None = None
         self._undelivered: deque[SealedBatch] = deque()
         self._source_of_dir: dict[str, Source] = {}
+        # Roots whose whole tree has been walked for watches once: watching only the
+        # parents of files found would miss folders that are still empty at start.
+        self._trees_watched: set[str] = set()
         self._scan_errors: set[str] = set()
         # Quarantined-as-truncated objects by path: a longer file at the same
         # path resumes after the records they already gave.
@@ -319,8 +322,10 @@ class Tailer:
                         jobs.append(job)
                 else:
                     self._consider_lines(source, candidate)
-            if self._watcher is not None and source.root not in self._source_of_dir:
+            if self._watcher is not None and source.root not in self._trees_watched:
                 self._watch_tree(source, source.root)
+                if source.root in self._source_of_dir:  # else (missing root) next scan
+                    self._trees_watched.add(source.root)
         jobs.sort(key=lambda j: (j.candidate.delivered_at, j.candidate.rel_path))
         self._queue = deque(jobs)
         complete = all(c is None for c in self._cursors)

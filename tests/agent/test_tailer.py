@@ -295,6 +295,25 @@ async def test_inotify_follows_new_directories(tmp_path: Path) -> None:
         h.close()
 
 
+async def test_inotify_watches_empty_directories_present_at_start(tmp_path: Path) -> None:
+    # A region whose day folder exists but is still empty when the agent starts,
+    # beside folders that hold files: its first file must not wait for a full scan.
+    root = tmp_path / "bucket"
+    drop(root, "existing", 1)
+    empty_day = s3_path(root, region="us-west-2").parent
+    empty_day.mkdir(parents=True)
+    h = TailHarness(tmp_path / "data", [tree(root)], inotify=True, scan_interval_s=30)
+    await h.start()
+    try:
+        await h.wait_for(lambda: len(h.records) == 1, limit_s=5)
+        await h.settle(0.2)  # first scan done; the next one is 30 s away
+        drop(root, "later", 2, region="us-west-2")
+        await h.wait_for(lambda: len(h.records) == 3, limit_s=5)
+    finally:
+        await h.stop()
+        h.close()
+
+
 async def test_positions_of_files_gone_for_long_are_forgotten(tmp_path: Path) -> None:
     root = tmp_path / "bucket"
     h = TailHarness(tmp_path / "data", [tree(root)], forget_after_s=0.3)
