@@ -582,10 +582,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         through = throughput_phase(args, pair, factory, tail)
         latency = latency_phase(args, pair, factory, tail) if args.latency_s > 0 else {}
     finally:
-        tail.stop()
-        pair.stop()
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
+        try:
+            tail.stop()
+        finally:
+            pair.stop()  # never leave the processes running
+            if not args.keep:
+                shutil.rmtree(base, ignore_errors=True)
     result: dict[str, Any] = {
         "records_per_s": through["records_per_s"],
         "latency_p50_s": latency.get("latency_p50_s"),
