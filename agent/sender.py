@@ -9,8 +9,8 @@ connect, handshake (both bounded by ``connect_timeout_s``), then two loops:
 * sending: batches leave in sequence order from the spool (``Spool.get``:
   memory when keeping up, disk after a restart or an outage), at most
   ``max_in_flight`` unacknowledged, after ``Spool.sync_through`` made them
-  durable and the optional rate limit allowed them. Encoding (msgpack, zlib,
-  AES-GCM) runs on a worker thread: zlib releases the GIL, so the tailer
+  durable and the optional rate limit allowed them. Encoding (msgpack, zstd,
+  AES-GCM) runs on a worker thread: zstd releases the GIL, so the tailer
   keeps reading meanwhile. A Heartbeat goes out when nothing else did for
   ``heartbeat_interval_s``.
 * receiving: each Ack settles every in-flight batch up to its sequence
@@ -338,7 +338,7 @@ class _Session:
     """One established connection (see the module docstring).
 
     After the handshake the ``AgentConnection`` is used only on the sender's
-    worker thread (``_call``): batch encoding (zlib and AES-GCM release the
+    worker thread (``_call``): batch encoding (zstd and AES-GCM release the
     GIL) overlaps with the tailer, and batches are submitted without waiting
     for the previous one, their frames written in order as they complete.
     """

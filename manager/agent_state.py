@@ -7,10 +7,14 @@ once per heartbeat interval, and shortly after an agent connects or
 disconnects. ``trailwarden-manager agents list`` and the enrollment ``<force>``
 rules read the file (``agents_view.py``). Format, version 1::
 
-    {"version": 1, "updated": <epoch s>, "agents": {"<id>": {
+    {"version": 1, "updated": <epoch s>, "heartbeat_interval_s": <s>, "agents": {"<id>": {
         "connected": bool, "connected_since": <epoch>|null, "last_seen": <epoch>|null,
         "last_peer": "ip:port"|null, "events_received": int, "bytes_received": int,
         "batches_received": int, "last_batch_seq": int|null}}}
+
+``heartbeat_interval_s`` is the writing server's ``[remote].heartbeat_interval_s``
+(optional: absent in files of older servers), so a reader judges "active"
+by the interval that server really expects.
 
 Writes are atomic (temporary file, fsync, rename, directory fsync) and run in
 a worker thread. Counters carry over a restart: the previous file is read at
@@ -80,11 +84,27 @@ class AgentActivity:
 class AgentStateBook:
     """Every agent's ``AgentActivity``, and writing them to the state file."""
 
-    __slots__ = ("_path", "_clock", "_agents", "_dirty", "_write_lock", "writes", "write_errors")
+    __slots__ = (
+        "_path",
+        "_clock",
+        "_heartbeat_interval_s",
+        "_agents",
+        "_dirty",
+        "_write_lock",
+        "writes",
+        "write_errors",
+    )
 
-    def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        heartbeat_interval_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._path = data_dir / STATE_FILE
         self._clock = clock
+        self._heartbeat_interval_s = heartbeat_interval_s
         self._agents: dict[str, AgentActivity] = {}
         self._dirty = False
         self._write_lock = asyncio.Lock()
@@ -165,11 +185,11 @@ class AgentStateBook:
             self.disconnected(agent_id)
 
     def document(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "updated": self._clock(),
-            "agents": {agent_id: a.as_dict() for agent_id, a in self._agents.items()},
-        }
+        doc: dict[str, Any] = {"version": STATE_VERSION, "updated": self._clock()}
+        if self._heartbeat_interval_s is not None:
+            doc["heartbeat_interval_s"] = self._heartbeat_interval_s
+        doc["agents"] = {agent_id: a.as_dict() for agent_id, a in self._agents.items()}
+        return doc
 
     async def write(self) -> bool:
         """Write the file now (serialised here, written in a worker thread).

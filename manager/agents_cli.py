@@ -40,8 +40,10 @@ _EPILOG = """\
 Files: DATA_DIR/etc/client.keys (Wazuh's format, mode 0600),
 DATA_DIR/var/agent-registry.json (registration dates and groups) and
 DATA_DIR/var/agent-state.json (connections, written by the running manager).
-Status: "active" means connected and heard from within two heartbeats;
-"disconnected" means enrolled and seen before; "never connected" means enrolled only.
+Status: "active" means connected and heard from within two heartbeats (the
+manager's [remote].heartbeat_interval_s, as recorded in agent-state.json, else
+--config's, else 10 s); "disconnected" means enrolled and seen before;
+"never connected" means enrolled only.
 """
 
 
@@ -279,7 +281,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace, where: _Where) -> None:
     registry, state = _load(where)
     now = time.time()
-    hb = where.heartbeat_interval_s
+    hb = state.heartbeat_or(where.heartbeat_interval_s)
     records = [agent_record(a, registry, state, now, hb) for a in registry.keys]
     if args.json:
         print(json.dumps({"agents": records}, indent=2))
@@ -317,7 +319,9 @@ def _show(args: argparse.Namespace, where: _Where) -> None:
         print(f"{agent.agent_id} {agent.name} {agent.ip} {agent.key}")
         return
     now = time.time()
-    record = agent_record(agent, registry, state, now, where.heartbeat_interval_s)
+    record = agent_record(
+        agent, registry, state, now, state.heartbeat_or(where.heartbeat_interval_s)
+    )
     if args.json:
         print(json.dumps(record, indent=2))
         return

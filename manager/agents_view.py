@@ -7,7 +7,8 @@ rules, and classifies an agent the way Wazuh's ``agent_control`` does:
 
 * ``never connected``: listed in client.keys, absent from the state file (or
   never seen);
-* ``active``: connected and seen within two heartbeat intervals;
+* ``active``: connected and seen within two heartbeat intervals (the
+  interval the writing server recorded in the file, else the caller's);
 * ``disconnected``: everything else; since ``last_seen``.
 
 A file that says "connected" but has not been refreshed for a long time (the
@@ -15,10 +16,14 @@ manager stopped) therefore reads as disconnected, which is the truth.
 
 Format, version 1::
 
-    {"version": 1, "updated": <epoch s>, "agents": {"<id>": {
+    {"version": 1, "updated": <epoch s>, "heartbeat_interval_s": <s>, "agents": {"<id>": {
         "connected": bool, "connected_since": <epoch>|null, "last_seen": <epoch>|null,
         "last_peer": "ip:port"|null, "events_received": int, "bytes_received": int,
         "batches_received": int, "last_batch_seq": int|null}}}
+
+``heartbeat_interval_s`` is the writing server's ``[remote].heartbeat_interval_s``
+(optional: absent in files of older servers), so a reader judges "active"
+by the interval that server really expects.
 """
 
 from __future__ import annotations
@@ -71,9 +76,15 @@ class AgentState:
 
     updated: float | None = None
     agents: Mapping[str, AgentActivity] = field(default_factory=dict)
+    # The writing server's [remote].heartbeat_interval_s; None in older files.
+    heartbeat_interval_s: float | None = None
 
     def activity(self, agent_id: str) -> AgentActivity | None:
         return self.agents.get(agent_id)
+
+    def heartbeat_or(self, fallback_s: float) -> float:
+        """The interval "active" is judged by: the server's own, else ``fallback_s``."""
+        return fallback_s if self.heartbeat_interval_s is None else self.heartbeat_interval_s
 
 
 EMPTY_STATE: Final = AgentState(None, {})
@@ -125,6 +136,9 @@ def parse_agent_state(raw: bytes, source: str) -> AgentState:
             f"{STATE_VERSION}"
         )
     updated = _number_or_none(doc.get("updated"), source, "updated")
+    heartbeat = _number_or_none(doc.get("heartbeat_interval_s"), source, "heartbeat_interval_s")
+    if heartbeat is not None and heartbeat <= 0:
+        raise AgentStateError(f"{source}: heartbeat_interval_s = {heartbeat!r} is not positive")
     agents_doc = doc.get("agents", {})
     if not isinstance(agents_doc, dict):
         raise AgentStateError(f"{source}: agents is not an object")
@@ -132,7 +146,7 @@ def parse_agent_state(raw: bytes, source: str) -> AgentState:
         str(agent_id): _activity(entry, source, f"agents.{agent_id}")
         for agent_id, entry in agents_doc.items()
     }
-    return AgentState(updated, agents)
+    return AgentState(updated, agents, heartbeat)
 
 
 def _activity(entry: Any, source: str, where: str) -> AgentActivity:

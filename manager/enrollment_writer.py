@@ -254,7 +254,7 @@ def _presence_from(
 ) -> Callable[[str], Presence]:
     def presence(agent_id: str) -> Presence:
         activity = state.activity(agent_id)
-        status = connection_status(activity, now, heartbeat_interval_s)
+        status = connection_status(activity, now, state.heartbeat_or(heartbeat_interval_s))
         return Presence(status, activity.last_seen if activity is not None else None)
 
     return presence

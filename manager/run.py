@@ -210,6 +210,7 @@ class Manager:
             self.data_dir,
             on_keys_changed=self.remote.keys_changed,
             manager_name=self.config.manager_name,
+            heartbeat_interval_s=self.config.remote.heartbeat_interval_s,
         )
         try:
             await enrollment.start()

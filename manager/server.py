@@ -103,7 +103,11 @@ class RemoteServer:
         self.pipeline = pipeline
         self.flow = flow
         self.keys = keys if keys is not None else AgentKeyTable(data_dir / KEYS_FILE)
-        self.book = book if book is not None else AgentStateBook(data_dir)
+        self.book = (
+            book
+            if book is not None
+            else AgentStateBook(data_dir, heartbeat_interval_s=config.heartbeat_interval_s)
+        )
         self.accepting_batches = True
         self._server: asyncio.Server | None = None
         self._sessions: set[Session] = set()

@@ -114,6 +114,8 @@ class Session:
         "closing",
         "closing_since",
         "_acks_done",
+        "_handling",
+        "_ack_due",
         "task",
     )
 
@@ -135,6 +137,11 @@ class Session:
         self.closing = False
         self.closing_since = 0.0  # when close() began (the sweeper aborts laggards)
         self._acks_done: asyncio.Event | None = None
+        # While one read's events are handled, Acks are held back and the
+        # highest goes out once at the end: one frame and one socket write
+        # instead of one per batch (an Ack is cumulative).
+        self._handling = False
+        self._ack_due = 0
         self.task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -179,7 +186,13 @@ class Session:
                 activity.bytes_received += len(data)
                 activity.last_seen = time.time()
             conn.receive_data(data)
-            outcome = self._handle_events()
+            self._handling = True
+            try:
+                outcome = self._handle_events()
+            finally:
+                self._handling = False
+                if self._ack_due > self.last_ack:
+                    self.acknowledge(self._ack_due)
             if outcome is not True:
                 return outcome if isinstance(outcome, Close) else None
         return None
@@ -274,6 +287,9 @@ class Session:
         if self._acks_done is not None and seq >= self.last_submitted:
             self._acks_done.set()  # nothing more is due, sent or not
         if seq <= self.last_ack or conn.state not in _SENDABLE or self.transport.is_closing():
+            return
+        if self._handling:
+            self._ack_due = max(self._ack_due, seq)
             return
         data = conn.send(Ack(seq))
         self.last_ack = seq

@@ -32,9 +32,10 @@ tag. Each direction has its own key and an implicit frame counter from 0;
 the nonce is a 4-byte direction label plus the 8-byte counter, and the
 authenticated data is the length prefix plus that nonce. Messages inside are
 msgpack maps (``codec.py``): ``Batch`` (the agent's own durable sequence
-number, records zlib-compressed as a whole), ``Ack`` (highest sequence
-durably handled), ``Heartbeat``, ``Close`` (reason), ``Error`` (code). Batch
-sequence numbers survive reconnects; the sealing counter is per connection.
+number, records compressed as a whole: zstd, or zlib with a version-1 peer),
+``Ack`` (highest sequence durably handled), ``Heartbeat``, ``Close``
+(reason), ``Error`` (code). Batch sequence numbers survive reconnects; the
+sealing counter is per connection.
 
 Why this resists...
 

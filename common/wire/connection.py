@@ -30,13 +30,19 @@ import contextlib
 from collections.abc import Callable
 from typing import ClassVar
 
+from zstandard import ZstdCompressor
+
 from trailwarden.common.wire.codec import (
+    BATCH_CODEC_BY_VERSION,
+    DEFAULT_BATCH_CODEC,
     EVENT_TYPES,
+    BatchCodec,
     MessageType,
     decode_message,
     decode_plain_error,
     encode_message,
     encode_plain_error,
+    new_zstd_compressor,
     unpack_plain,
     unpack_sealed,
 )
@@ -108,6 +114,8 @@ class Connection:
         "_random_bytes",
         "_last_batch_seq",
         "_last_ack_seq",
+        "_batch_codec",
+        "_compressor",
     )
 
     def __init__(self, versions: tuple[int, ...], random_bytes: RandomBytes) -> None:
@@ -128,6 +136,10 @@ class Connection:
         # increase, and each Ack moves forward without passing the last batch.
         self._last_batch_seq = 0
         self._last_ack_seq = 0
+        # Chosen with the version when the session starts (codec.py says why).
+        self._batch_codec = DEFAULT_BATCH_CODEC
+        # Built on the first Batch sent: managers, which send none, never pay for it.
+        self._compressor: ZstdCompressor | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} agent={self._agent_id} state={self._state.name}>"
@@ -147,6 +159,11 @@ class Connection:
     def protocol_version(self) -> int | None:
         """The negotiated version, once the manager chose it."""
         return self._version
+
+    @property
+    def batch_codec(self) -> BatchCodec:
+        """How batches are compressed on this connection (fixed by the negotiated version)."""
+        return self._batch_codec
 
     @property
     def buffered_bytes(self) -> int:
@@ -241,7 +258,9 @@ class Connection:
         sealer = self._sealer
         try:
             if sealer is not None:
-                frame = sealer.seal(encode_message(event))
+                if self._compressor is None and type(event) is Batch:
+                    self._compressor = new_zstd_compressor()
+                frame = sealer.seal(encode_message(event, self._batch_codec, self._compressor))
             elif isinstance(event, Error):
                 frame = _plain_frame(encode_plain_error(event))
             else:  # pragma: no cover - the state table allows only Error before the session
@@ -271,7 +290,7 @@ class Connection:
             return self._receive_handshake_frame(body)
         message_type, fields = unpack_sealed(opener.open(body))
         new_state = self._check_receive(message_type)
-        event = decode_message(message_type, fields)
+        event = decode_message(message_type, fields, self._batch_codec)
         problem = self._sequence_problem(event)
         if problem is not None:
             raise RemoteProtocolError(problem)
@@ -402,6 +421,9 @@ class Connection:
             self._outgoing.append(sealer.seal(encode_message(error)))
 
     def _start_session(self, keys: SessionKeys) -> None:
+        assert self._version is not None  # negotiated before any key exists
+        # Only tests offer versions beyond SUPPORTED_VERSIONS (simulated peers).
+        self._batch_codec = BATCH_CODEC_BY_VERSION.get(self._version, DEFAULT_BATCH_CODEC)
         if self.role is Role.AGENT:
             self._sealer = FrameSealer(keys.agent_to_manager, AGENT_TO_MANAGER)
             self._opener = FrameOpener(keys.manager_to_agent, MANAGER_TO_AGENT)

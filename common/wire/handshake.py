@@ -52,9 +52,11 @@ from trailwarden.common.wire.crypto import KEY_BYTES
 from trailwarden.common.wire.errors import RemoteProtocolError, UnsupportedVersion
 from trailwarden.common.wire.limits import MAX_AGENT_ID_CHARS
 
-# The version this code speaks, and every version it accepts.
-PROTOCOL_VERSION: Final = 1
-SUPPORTED_VERSIONS: Final = (PROTOCOL_VERSION,)
+# The version this code prefers, and every version it accepts. The versions
+# differ only in the batch codec (codec.BATCH_CODEC_BY_VERSION): 1 zlib,
+# 2 zstd; 1 stays accepted so agents of the first release keep working.
+PROTOCOL_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = (1, PROTOCOL_VERSION)
 
 # Versions are 16-bit; an offer lists at most this many (ample for the
 # overlap a rolling upgrade needs).

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 import zlib
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +32,8 @@ from trailwarden.common.wire import (
     RemoteProtocolError,
 )
 from trailwarden.common.wire.codec import (
+    BATCH_CODEC_BY_VERSION,
+    BatchCodec,
     MessageType,
     decode_message,
     decode_plain_error,
@@ -42,12 +46,17 @@ from trailwarden.common.wire.crypto import TAG_BYTES
 from trailwarden.common.wire.limits import MAX_ERROR_MESSAGE_BYTES, MAX_LOCATION_CHARS
 
 
-def roundtrip(event: Any) -> Any:
-    return decode_message(*unpack_sealed(encode_message(event)))
+def roundtrip(event: Any, codec: BatchCodec = BatchCodec.ZSTD) -> Any:
+    return decode_message(*unpack_sealed(encode_message(event, codec)), codec)
 
 
-def decode(fields: dict[str, Any]) -> Any:
-    return decode_message(*unpack_sealed(msgpack.packb(fields, use_bin_type=True)))
+def decode(fields: dict[str, Any], codec: BatchCodec = BatchCodec.ZSTD) -> Any:
+    return decode_message(*unpack_sealed(msgpack.packb(fields, use_bin_type=True)), codec)
+
+
+def zstd(data: bytes, **options: Any) -> bytes:
+    compressed: bytes = zstandard.ZstdCompressor(level=1, **options).compress(data)
+    return compressed
 
 
 def batch_fields(**overrides: Any) -> dict[str, Any]:
@@ -75,20 +84,24 @@ def test_roundtrip(event: Any) -> None:
     assert roundtrip(event) == event
 
 
-def test_cloudtrail_batch_of_1000_fits_one_frame(cloudtrail_dir: Path) -> None:
+@pytest.mark.parametrize(("codec", "ratio"), [(BatchCodec.ZLIB, 4), (BatchCodec.ZSTD, 5)])
+def test_cloudtrail_batch_of_1000_fits_one_frame(
+    cloudtrail_dir: Path, codec: BatchCodec, ratio: int
+) -> None:
     records: list[Record] = []
     for path in sorted((cloudtrail_dir / "stratus_detonation_logs").glob("*.json")):
         for item in json.loads(path.read_text()):
             records.append(Record(str(path), json.dumps(item, separators=(",", ":"))))
     assert len(records) > 300
     batch = Batch(10, tuple(records[i % len(records)] for i in range(1000)))
-    encoded = encode_message(batch)
+    encoded = encode_message(batch, codec)
+    assert msgpack.unpackb(encoded)["z"] == codec
     raw_size = sum(len(r.text) for r in batch.records)
     assert raw_size > 1_000_000
-    # zlib level 1 must shrink real CloudTrail several times over.
-    assert len(encoded) * 4 < raw_size
+    # Level 1 of either codec must shrink real CloudTrail several times over.
+    assert len(encoded) * ratio < raw_size
     assert len(encoded) + TAG_BYTES <= MAX_FRAME_BYTES
-    assert roundtrip(batch) == batch
+    assert roundtrip(batch, codec) == batch
 
 
 def test_single_incompressible_record_of_1_mib_fits() -> None:
@@ -98,12 +111,17 @@ def test_single_incompressible_record_of_1_mib_fits() -> None:
     assert roundtrip(batch) == batch
 
 
-def test_incompressible_batch_is_sent_raw() -> None:
-    text = "".join(chr(0x4E00 + b) for b in os.urandom(2000))  # random CJK: barely compresses
-    encoded = encode_message(Batch(1, (Record("l", text),)))
-    fields = msgpack.unpackb(encoded)
-    assert fields["z"] in (0, 1)
-    assert roundtrip(Batch(1, (Record("l", text),))).records[0].text == text
+@pytest.mark.parametrize("codec", [BatchCodec.ZLIB, BatchCodec.ZSTD])
+def test_batch_that_does_not_shrink_is_sent_raw(codec: BatchCodec) -> None:
+    # A few bytes: either codec's header and checksum outweigh any gain.
+    batch = Batch(1, (Record("l", "x7"),))
+    assert msgpack.unpackb(encode_message(batch, codec))["z"] == BatchCodec.RAW
+    assert roundtrip(batch, codec) == batch
+
+
+def test_protocol_versions_name_their_codecs() -> None:
+    # Version 1 peers (the first release) get zlib; version 2 zstd.
+    assert BATCH_CODEC_BY_VERSION == {1: BatchCodec.ZLIB, 2: BatchCodec.ZSTD}
 
 
 def test_batch_too_large_raw() -> None:
@@ -189,11 +207,16 @@ def test_plain_error_envelope_roundtrip() -> None:
         (batch_fields(n=0), "'n'"),
         (batch_fields(n=MAX_RECORDS_PER_BATCH + 1), "'n'"),
         (batch_fields(n=2), "array of 4 strings"),
-        (batch_fields(z=2), "'z'"),
+        (batch_fields(z=3), "'z'"),
+        (batch_fields(z=-1), "'z'"),
         (batch_fields(d="text"), "binary"),
-        (batch_fields(z=1, d=b"not zlib"), "corrupt zlib"),
-        (batch_fields(z=1, d=zlib.compress(b"\x92\xa1a\xa1b")[:-3]), "truncated"),
-        (batch_fields(z=1, d=zlib.compress(b"\x92\xa1a\xa1b") + b"junk"), "after the end"),
+        (batch_fields(z=2, d=b"not zstd"), "corrupt zstd"),
+        (batch_fields(z=2, d=zstd(b"\x92\xa1a\xa1b")[:-3]), "corrupt zstd"),
+        (batch_fields(z=2, d=zstd(b"\x92\xa1a\xa1b") + b"junk"), "corrupt zstd.*unused data"),
+        (batch_fields(z=2, d=zstd(b"\x92\xa1a\xa1b") * 2), "corrupt zstd.*unused data"),
+        (batch_fields(z=2, d=zstd(b"\x92\xa1a\xa1b", write_content_size=False)), "content size"),
+        # A version-2 connection does not take version 1's codec, nor the reverse.
+        (batch_fields(z=1, d=zlib.compress(b"\x92\xa1a\xa1b")), "codec ZLIB is not"),
         (batch_fields(d=msgpack.packb(["l", b"bin"])), "must be a string"),
         (batch_fields(d=msgpack.packb({"l": "t"})), "array of 2 strings"),
         (batch_fields(d=msgpack.packb(["l", "t"]) + b"\x00"), "not a valid msgpack"),
@@ -203,6 +226,20 @@ def test_plain_error_envelope_roundtrip() -> None:
 def test_strict_decoding(fields: dict[str, Any], match: str) -> None:
     with pytest.raises(RemoteProtocolError, match=match):
         decode(fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        (batch_fields(z=1, d=b"not zlib"), "corrupt zlib"),
+        (batch_fields(z=1, d=zlib.compress(b"\x92\xa1a\xa1b")[:-3]), "truncated"),
+        (batch_fields(z=1, d=zlib.compress(b"\x92\xa1a\xa1b") + b"junk"), "after the end"),
+        (batch_fields(z=2, d=zstd(b"\x92\xa1a\xa1b")), "codec ZSTD is not"),
+    ],
+)
+def test_strict_decoding_of_version_1_batches(fields: dict[str, Any], match: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=match):
+        decode(fields, BatchCodec.ZLIB)
 
 
 def test_non_map_and_non_string_keys_and_extensions_are_refused() -> None:
@@ -226,7 +263,32 @@ def test_zlib_bomb_is_stopped_at_the_raw_limit() -> None:
     bomb = zlib.compress(packed, 9)
     assert len(bomb) < 64 * 1024  # tiny on the wire...
     with pytest.raises(RemoteProtocolError, match="expands beyond"):
-        decode(batch_fields(z=1, d=bomb))  # ...and never inflated past the limit
+        decode(batch_fields(z=1, d=bomb), BatchCodec.ZLIB)  # ...and never inflated past the limit
+
+
+def test_zstd_bomb_is_refused_before_inflating() -> None:
+    bomb = zstd(b"\x00" * (256 * 1024 * 1024))  # 256 MiB of zeros
+    assert len(bomb) < 64 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteProtocolError, match="claims 268435456 bytes, beyond"):
+            decode(batch_fields(z=2, d=bomb))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024  # nothing near the claimed size was allocated
+
+
+def test_zstd_frame_that_inflates_past_its_stated_size_is_refused() -> None:
+    # A frame stating 100 bytes whose blocks hold 200: zstd allocates the
+    # stated 100 (within the limit) and must fail rather than grow.
+    frame = bytearray(zstd(b"a" * 200))
+    assert zstandard.frame_content_size(bytes(frame)) == 200
+    header = zstandard.get_frame_parameters(bytes(frame))
+    assert header.content_size == 200 and frame[5] == 200  # single-segment, 1-byte size
+    frame[5] = 100
+    with pytest.raises(RemoteProtocolError, match="corrupt zstd"):
+        decode(batch_fields(z=2, d=bytes(frame)))
 
 
 def test_raw_batch_over_the_raw_limit_is_refused() -> None:
@@ -259,14 +321,14 @@ _near_valid = st.dictionaries(
 )
 
 
-def _check_decoder(data: bytes) -> None:
+def _check_decoder(data: bytes, codec: BatchCodec = BatchCodec.ZSTD) -> None:
     try:
-        event = decode_message(*unpack_sealed(data))
+        event = decode_message(*unpack_sealed(data), codec)
     except RemoteProtocolError as exc:
         assert str(exc)  # every rejection says what was wrong
         return
     # Whatever decodes must re-encode to an equal event (it is a real message).
-    assert roundtrip(event) == event
+    assert roundtrip(event, codec) == event
 
 
 @given(st.binary(max_size=200))
@@ -289,11 +351,20 @@ def test_decoder_on_almost_valid_maps(fields: dict[str, Any]) -> None:
 @given(
     st.one_of(st.binary(max_size=300), _values.map(lambda v: msgpack.packb(v, use_bin_type=True))),
     st.integers(1, 12),
-    st.booleans(),
+    st.sampled_from(BatchCodec),
+    st.integers(0, 8),
 )
-def test_batch_payload_fuzz(payload: bytes, count: int, compress: bool) -> None:
-    data = zlib.compress(payload) if compress else payload
-    _check_decoder(msgpack.packb(batch_fields(n=count, z=int(compress), d=data), use_bin_type=True))
+def test_batch_payload_fuzz(payload: bytes, count: int, codec: BatchCodec, cut: int) -> None:
+    if codec is BatchCodec.ZLIB:
+        data = zlib.compress(payload)
+    elif codec is BatchCodec.ZSTD:
+        data = zstd(payload)
+    else:
+        data = payload
+    data = data[: len(data) - cut]  # also truncated frames
+    fields = batch_fields(n=count, z=int(codec), d=data)
+    accepted = BatchCodec.ZSTD if codec is BatchCodec.RAW else codec
+    _check_decoder(msgpack.packb(fields, use_bin_type=True), accepted)
 
 
 @given(
@@ -303,3 +374,16 @@ def test_batch_payload_fuzz(payload: bytes, count: int, compress: bool) -> None:
 def test_batch_roundtrip_property(seq: int, pairs: list[tuple[str, str]]) -> None:
     batch = Batch(seq, tuple(Record(loc, text) for loc, text in pairs))
     assert roundtrip(batch) == batch
+
+
+def test_zstd_contexts_are_reused_not_piled_up() -> None:
+    from trailwarden.common.wire import codec
+
+    batch = Batch(1, tuple(Record("l", f'{{"n":{i}}}' * 20) for i in range(20)))
+    assert msgpack.unpackb(encode_message(batch))["z"] == BatchCodec.ZSTD
+    for _ in range(20):
+        assert roundtrip(batch) == batch
+        with pytest.raises(RemoteProtocolError):
+            decode(batch_fields(z=2, d=zstd(b"\x92\xa1a\xa1b")[:-3]))
+    # One thread decoded one batch at a time: one context, back in the pool.
+    assert len(codec._idle_inflaters) == 1

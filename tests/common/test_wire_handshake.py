@@ -15,6 +15,7 @@ from wire_pair import AGENT_ID, AGENT_KEY, OTHER_KEY, ConnectionPair, drain
 from trailwarden.common.keys import AgentKey, ClientKeys, write_client_keys
 from trailwarden.common.wire import (
     MAX_HANDSHAKE_BYTES,
+    PROTOCOL_VERSION,
     AgentConnection,
     AuthenticationFailed,
     Connection,
@@ -139,7 +140,7 @@ def test_manager_looks_keys_up_in_a_real_client_keys_file(tmp_path: Path) -> Non
     agent_conn.receive_data(manager.data_to_send())
     drain(agent_conn)
     manager.receive_data(agent_conn.data_to_send())
-    assert drain(manager) == [Established(agent.agent_id, 1)]
+    assert drain(manager) == [Established(agent.agent_id, PROTOCOL_VERSION)]
     # ...the removed one is told it is unknown.
     manager = ManagerConnection(table.wire_key)
     with pytest.raises(UnknownAgent):
@@ -195,7 +196,7 @@ def test_a_future_hello_with_other_fields_still_gets_the_version_error() -> None
     manager.receive_data(
         plain(MessageType.AGENT_HELLO, versions=[7], agent="001", nonce=b"n" * 32, features=["x"])
     )
-    with pytest.raises(UnsupportedVersion, match="version 7, this side speaks 1"):
+    with pytest.raises(UnsupportedVersion, match=r"version 7, this side speaks 1 or 2$"):
         manager.next_event()
 
 
@@ -204,7 +205,7 @@ def test_agent_refuses_a_version_it_did_not_offer() -> None:
     agent.data_to_send()
     agent.receive_data(plain(MessageType.MANAGER_HELLO, version=3, nonce=b"m" * 32))
     with pytest.raises(
-        UnsupportedVersion, match="unsupported protocol version 3, this side speaks 1"
+        UnsupportedVersion, match=r"unsupported protocol version 3, this side speaks 1 or 2$"
     ):
         agent.next_event()
     courtesy = msgpack.unpackb(agent.data_to_send()[HEADER_BYTES:])
@@ -312,7 +313,7 @@ def test_every_split_point_of_the_handshake() -> None:
                         events += pair.deliver(receiver, piece) if piece else []
                 else:
                     events += pair.deliver(receiver, data)
-            assert events == [Established(AGENT_ID, 1)] * 2, (index, cut)
+            assert events == [Established(AGENT_ID, PROTOCOL_VERSION)] * 2, (index, cut)
 
 
 def handshake_with(step_to_replace: int, replacement: bytes) -> tuple[list[object], bool]:
@@ -343,7 +344,7 @@ def test_every_bit_flip_in_any_flight_stops_the_agent_from_trusting_the_session(
         reference.deliver(reference.peer(sender), flights[-1])
     # Unmodified, the same seeded run establishes the session.
     events, raised = handshake_with(-1, b"")
-    assert Established(AGENT_ID, 1) in events
+    assert Established(AGENT_ID, PROTOCOL_VERSION) in events
     for index, flight in enumerate(flights):
         for bit in range(len(flight) * 8):
             flipped = bytearray(flight)

@@ -25,7 +25,7 @@ from trailwarden.common.wire import (
     RemoteProtocolError,
     State,
 )
-from trailwarden.common.wire.codec import encode_message
+from trailwarden.common.wire.codec import BatchCodec, encode_message
 from trailwarden.common.wire.framing import frame_header
 from trailwarden.common.wire.limits import (
     HEADER_BYTES,
@@ -60,6 +60,38 @@ def test_batches_acks_heartbeats_and_an_orderly_close() -> None:
     assert pair.agent.state is pair.manager.state is State.CLOSED
     assert pair.deliver(pair.manager, b"") == [ConnectionClosed()]
     assert pair.deliver(pair.agent, b"") == [ConnectionClosed()]
+
+
+@pytest.mark.parametrize(
+    ("agent_versions", "manager_versions", "codec"),
+    [
+        ((1, 2), (1, 2), BatchCodec.ZSTD),
+        ((1,), (1, 2), BatchCodec.ZLIB),  # an agent of the first release
+        ((1, 2), (1,), BatchCodec.ZLIB),  # a manager of the first release
+    ],
+)
+def test_the_negotiated_version_chooses_the_batch_codec(
+    agent_versions: tuple[int, ...], manager_versions: tuple[int, ...], codec: BatchCodec
+) -> None:
+    pair = ConnectionPair(agent_versions=agent_versions, manager_versions=manager_versions)
+    pair.handshake()
+    assert pair.agent.batch_codec is pair.manager.batch_codec is codec
+    big = batch(1, n=300)  # compresses, so the codec is really used
+    pair.send(pair.agent, big)
+    pair.send(pair.manager, Ack(1))
+    # The sealed frame is far smaller than the records: they were compressed.
+    assert len(pair.sent[pair.agent][-1]) * 3 < sum(len(r.location + r.text) for r in big.records)
+
+
+def test_a_batch_in_the_other_versions_codec_is_a_protocol_error() -> None:
+    pair = open_pair()
+    assert pair.manager.batch_codec is BatchCodec.ZSTD
+    rogue = pair.agent._sealer  # private access: an agent that ignores the negotiation
+    assert rogue is not None
+    frame = rogue.seal(encode_message(batch(1, n=50), BatchCodec.ZLIB))
+    with pytest.raises(RemoteProtocolError, match="codec ZLIB is not the one"):
+        pair.deliver(pair.manager, frame)
+    assert pair.manager.state is State.ERROR
 
 
 def test_sends_carry_pending_handshake_bytes_first() -> None:

@@ -22,9 +22,9 @@ def run(capsys: pytest.CaptureFixture[str], data_dir: Path, *argv: str) -> tuple
     return rc, out, err
 
 
-def write_state(data_dir: Path, agents: dict[str, dict[str, object]]) -> None:
+def write_state(data_dir: Path, agents: dict[str, dict[str, object]], **top: object) -> None:
     (data_dir / "var").mkdir(parents=True, exist_ok=True)
-    doc = {"version": 1, "updated": time.time(), "agents": agents}
+    doc = {"version": 1, "updated": time.time(), **top, "agents": agents}
     (data_dir / "var" / "agent-state.json").write_text(json.dumps(doc))
 
 
@@ -210,3 +210,37 @@ def test_config_file_gives_data_dir_and_heartbeat(
     config.write_text("[manager]\nno_such_key = 1\n")
     assert main(["agents", "list", "--config", str(config)]) == 2
     assert "unknown key 'manager.no_such_key'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "seen_ago_s", "status"),
+    [
+        (60.0, 100, "active"),  # inside two 60 s heartbeats; the default 10 s says otherwise
+        (5.0, 15, "disconnected"),  # past two 5 s heartbeats; the default 10 s says active
+    ],
+)
+def test_status_follows_the_heartbeat_the_server_recorded(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    interval_s: float,
+    seen_ago_s: int,
+    status: str,
+) -> None:
+    assert run(capsys, tmp_path, "add", "web-1")[0] == 0
+    agents: dict[str, dict[str, object]] = {
+        "001": {"connected": True, "last_seen": time.time() - seen_ago_s}
+    }
+    write_state(tmp_path, agents, heartbeat_interval_s=interval_s)
+    rc, out, _ = run(capsys, tmp_path, "show", "web-1", "--json")
+    assert rc == 0 and json.loads(out)["status"] == status
+    rc, out, _ = run(capsys, tmp_path, "list")
+    assert rc == 0 and out.splitlines()[1].split()[3] == status
+
+
+def test_a_bad_recorded_heartbeat_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, tmp_path, "add", "web-1")[0] == 0
+    write_state(tmp_path, {}, heartbeat_interval_s=0)
+    rc, _, err = run(capsys, tmp_path, "list")
+    assert rc != 0 and "heartbeat_interval_s = 0.0 is not positive" in err

@@ -272,3 +272,40 @@ async def test_interval_policy_acknowledges_at_once_and_fsyncs_later(tmp_path: P
         assert manager.pipeline.stats()["journal.fsyncs"] > synced  # type: ignore[operator]
         await agent.close()
     assert event_ids(tmp_path) == ["iv-0", "iv-1", "iv2-0", "iv2-1"]
+
+
+async def test_enrollment_judges_active_by_the_configured_heartbeat(tmp_path: Path) -> None:
+    """[remote].heartbeat_interval_s reaches the enrollment listener's "is it connected?"."""
+    import json
+    import ssl
+    import time
+
+    async with running_manager(
+        tmp_path,
+        remote={"heartbeat_interval_s": 60.0, "idle_timeout_s": 300.0},
+        enrollment={
+            "enabled": True,
+            "port": 0,
+            "use_password": False,
+            "listen_address": "127.0.0.1",
+        },
+    ) as manager:
+        enrollment = manager._enrollment
+        assert enrollment is not None
+        # A state file as an older manager wrote it (no interval recorded): agent
+        # 001 connected and last heard 100 s ago, inside two 60 s heartbeats.
+        doc = {
+            "version": 1,
+            "updated": time.time(),
+            "agents": {"001": {"connected": True, "last_seen": time.time() - 100}},
+        }
+        (tmp_path / "var" / "agent-state.json").write_text(json.dumps(doc))
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        reader, writer = await asyncio.open_connection("127.0.0.1", enrollment.port, ssl=context)
+        writer.write(b"OSSEC A:'web-1'\n")
+        reply = (await reader.read(4096)).decode()
+        writer.close()
+        # With a fixed 10 s heartbeat it would read "disconnected for 1 minute".
+        assert reply.startswith("ERROR: ") and "is connected" in reply, reply

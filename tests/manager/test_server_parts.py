@@ -89,6 +89,23 @@ async def test_state_book_writes_the_shared_format(tmp_path: Path) -> None:
     assert restored is not None and not restored.connected and restored.events_received == 7
 
 
+async def test_server_records_its_heartbeat_interval_in_the_state_file(tmp_path: Path) -> None:
+    from manager_harness import config_for
+
+    from trailwarden.manager.pipeline import AckingPipeline
+    from trailwarden.manager.server import RemoteServer
+
+    config = config_for(tmp_path, remote={"heartbeat_interval_s": 45.0, "idle_timeout_s": 300.0})
+    flow = FlowControl(10**6, 1 << 30)
+    server = RemoteServer(config.remote, tmp_path, AckingPipeline(flow), flow)
+    assert await server.book.write()
+    assert read_agent_state(tmp_path).heartbeat_interval_s == 45.0
+    # A state file without it (an older server's) leaves the reader's own default.
+    assert await AgentStateBook(tmp_path).write()
+    state = read_agent_state(tmp_path)
+    assert state.heartbeat_interval_s is None and state.heartbeat_or(10.0) == 10.0
+
+
 async def test_state_book_replaces_a_broken_file(tmp_path: Path) -> None:
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "agent-state.json").write_text("{broken")
@@ -137,3 +154,42 @@ def test_status_text(running: bool) -> None:
     assert "indexer.dropped_queue_full 4" in text
     assert "unknown_agent 3" in text
     assert "Busiest:      001 (web-1) 900.5/s, 002 (db) 12.0/s" in text
+
+
+async def test_batches_of_one_read_share_one_ack(tmp_path: Path) -> None:
+    """Fifty batches in one write come back as a single cumulative Ack, not fifty."""
+    from agent_client import TestAgent, records
+    from manager_harness import DEFAULT_AGENTS, config_for, key_of
+
+    from trailwarden.common.wire import Ack, Batch
+    from trailwarden.manager.pipeline import AckingPipeline
+    from trailwarden.manager.server import RemoteServer
+
+    write_keys(tmp_path, DEFAULT_AGENTS)
+    config = config_for(tmp_path)
+    flow = FlowControl(10**6, 1 << 30)
+    server = RemoteServer(config.remote, tmp_path, AckingPipeline(flow), flow)
+    await server.start()
+    try:
+        agent = TestAgent("001", key_of("001"), server.port)
+        await agent.connect()
+        assert agent.writer is not None
+        one = tuple(records(1, "r", size=100))
+        burst = b"".join(agent.conn.send(Batch(seq, one)) for seq in range(1, 51))
+        assert len(burst) < 16 * 1024  # one loopback segment, read at once
+        agent.writer.write(burst)
+        acks = []
+        while agent.acked < 50:
+            event = await agent.next_event()
+            assert isinstance(event, Ack), event
+            acks.append(event.seq)
+        assert server.stats()["batches_received"] == 50
+        assert acks == [50]
+        # Outside a read (a pipeline acknowledging later) an Ack goes out at once.
+        await agent.send_batch(51, one)
+        await agent.wait_ack(51)
+        agent.abort()
+    finally:
+        server.stop_accepting()
+        await server.close_sessions(1.0)
+        await server.close(1.0)
