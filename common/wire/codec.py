@@ -119,6 +119,8 @@ BATCH_CODEC_BY_VERSION: Final[Mapping[int, BatchCodec]] = {
 }
 # What encode_message/decode_message use when the caller names no codec.
 DEFAULT_BATCH_CODEC: Final = BatchCodec.ZSTD
+# Computed once: max() over an enum iterates its members on every call.
+_MAX_CODEC: Final = max(BatchCodec)
 
 
 EVENT_TYPES: Final[Mapping[type, MessageType]] = {
@@ -449,7 +451,7 @@ def decode_message(
 def _decode_batch(fields: Mapping[str, object], accepted: BatchCodec) -> Batch:
     seq = int_field(fields, "seq", 1, MAX_SEQ, "batch")
     count = int_field(fields, "n", 1, MAX_RECORDS_PER_BATCH, "batch")
-    codec = int_field(fields, "z", 0, max(BatchCodec), "batch")
+    codec = int_field(fields, "z", 0, _MAX_CODEC, "batch")
     data = bytes_field(fields, "d", "batch")
     if codec == BatchCodec.RAW:
         if len(data) > MAX_BATCH_RAW_BYTES:
