@@ -244,6 +244,9 @@ async def _serve_bare() -> None:
             pass
         finally:
             writer.transport.abort()
+            # Collects a reset's exception, which asyncio would otherwise print.
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(handle, HOST, 0, limit=256 * 1024, backlog=4096)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
