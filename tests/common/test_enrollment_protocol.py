@@ -339,7 +339,8 @@ names = st.text(
         st.none(), st.binary(min_size=1, max_size=64).filter(lambda b: b"\n" not in b)
     ),
     version=st.one_of(st.none(), st.tuples(*[st.integers(0, 99)] * 3)),
-    groups=st.lists(names, max_size=5, unique=True),
+    # "." and ".." are refused as group names (they are paths on the manager).
+    groups=st.lists(names.filter(lambda g: g not in (".", "..")), max_size=5, unique=True),
     ip=st.sampled_from([None, "src", "any", "10.1.2.3", "10.0.0.0/8", "2001:db8::1"]),
     with_hash=st.booleans(),
 )
