@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
@@ -282,25 +283,71 @@ class _TreeWalk:
             st = entry.stat()
         except OSError:
             return  # removed or unreadable since the listing
-        if not stat.S_ISREG(st.st_mode):
-            return
-        delivered = delivery_time(entry.name)
-        if delivered is None:
-            delivered = st.st_mtime_ns / 1e9
-        if self.cutoff is not None and delivered < self.cutoff:
-            return
-        self.found.append(
-            Candidate(
-                path=entry.path,
-                root=self.root,
-                rel_path="/".join(segs),
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                dev=st.st_dev,
-                ino=st.st_ino,
-                delivered_at=delivered,
-            )
-        )
+        candidate = _candidate(self.root, segs, entry.path, st, self.cutoff)
+        if candidate is not None:
+            self.found.append(candidate)
+
+
+def _candidate(
+    root: str, segs: tuple[str, ...], path: str, st: os.stat_result, cutoff: float | None
+) -> Candidate | None:
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    delivered = delivery_time(segs[-1])
+    if delivered is None:
+        delivered = st.st_mtime_ns / 1e9
+    if cutoff is not None and delivered < cutoff:
+        return None
+    return Candidate(
+        path=path,
+        root=root,
+        rel_path="/".join(segs),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        dev=st.st_dev,
+        ino=st.st_ino,
+        delivered_at=delivered,
+    )
+
+
+@lru_cache(maxsize=64)
+def _tree_globs(tree: SourceTree) -> tuple[list[SegmentMatcher], list[SegmentMatcher]]:
+    include = [compile_glob(p) for p in tree.include]
+    exclude = [compile_glob(p, any_segment=True) for p in tree.exclude]
+    return include, exclude
+
+
+def candidate_at(
+    tree: SourceTree,
+    path: str,
+    *,
+    ignore_older_s: float | None = None,
+    now: float | None = None,
+) -> Candidate | None:
+    """What a scan of ``tree`` would make of the one file ``path`` (one inotify
+    named), or None when a scan would pass it over: outside the tree, not
+    included, below an excluded folder, not a regular file, too old or gone."""
+    root = Path(tree.root).absolute()
+    try:
+        segs = Path(path).absolute().relative_to(root).parts
+    except ValueError:
+        return None  # not below the root
+    if not segs or ".." in segs:
+        return None
+    include, exclude = _tree_globs(tree)
+    if not any(match(segs) for match in include):
+        return None
+    if any(match(segs[:depth]) for depth in range(1, len(segs) + 1) for match in exclude):
+        return None  # the file, or a folder the walk would not enter
+    full = root.joinpath(*segs)
+    try:
+        st = full.stat()
+    except OSError:
+        return None
+    cutoff = None
+    if ignore_older_s is not None:
+        cutoff = (time.time() if now is None else now) - ignore_older_s
+    return _candidate(str(root), segs, str(full), st, cutoff)
 
 
 def _utc_day(ts: float) -> tuple[int, int, int]:

@@ -7,10 +7,13 @@ spool, in slices that yield to the loop (``SLICE_RECORDS``), so the sender's
 acknowledgements and heartbeats keep flowing while it reads.
 
 Finding files. Each source is scanned every ``scan_interval_s``
-(``discovery.scan_trees``, oldest first, with a cursor for huge trees), and
-sooner when inotify reports a file closed, renamed into place or created
-(``inotify.py``; parent directories of the files found are watched). The scan
-is the safety net: without inotify nothing is missed, only found later.
+(``discovery.scan_trees``, oldest first, with a cursor for huge trees). With
+inotify (``inotify.py``; the trees' directories are watched) a CloudTrail
+object closed or renamed into place is looked at on its own at once
+(``discovery.candidate_at``), so a new file costs one stat, not a walk of a
+tree that may hold a year of objects; new directories, JSON-lines changes and
+an overflowing event queue bring the scan forward instead. The scan is the
+safety net: without inotify nothing is missed, only found later.
 
 Which files to read. A CloudTrail object is identified by its content
 fingerprint, cached per (device, inode, size, mtime) so a file costs one
@@ -62,7 +65,13 @@ from trailwarden.agent.cloudtrail_file import (
     parse_whole_document,
 )
 from trailwarden.agent.config import CollectionConfig, SourceKind
-from trailwarden.agent.discovery import Candidate, ScanCursor, compile_glob, scan_trees
+from trailwarden.agent.discovery import (
+    Candidate,
+    ScanCursor,
+    candidate_at,
+    compile_glob,
+    scan_trees,
+)
 from trailwarden.agent.envelope import EnvelopeError, wrap_record
 from trailwarden.agent.fingerprint import object_fingerprint
 from trailwarden.agent.inotify import (
@@ -182,6 +191,9 @@ class Tailer:
         self._cycle_errors = False
         self._started_wall = time.time()
         self._closed_paths: set[str] = set()
+        # Objects inotify saw closed or renamed into place, to be looked at on
+        # their own: a new file must not cost a walk of the whole tree.
+        self._notified: dict[str, Source] = {}
         self._tails: dict[str, LineTail] = {}  # by path
         self._tail_fps: dict[str, LineTail] = {}  # by fingerprint
         self._poll_now: set[str] = set()
@@ -214,6 +226,9 @@ class Tailer:
                 now = time.monotonic()
                 if now >= self._scan_due:
                     self._scan()
+                    self._notified.clear()  # the scan saw them
+                elif self._notified:
+                    self._consider_notified()
                 while self._queue and not self._stopping.is_set():
                     await self._read_object(self._queue.popleft())
                     if time.monotonic() >= self._poll_due:
@@ -231,7 +246,7 @@ class Tailer:
             self._close_tails()
 
     async def _idle(self) -> None:
-        if self._queue or self._poll_now:
+        if self._queue or self._poll_now or self._notified:
             return
         deadlines = [self._scan_due, self._poll_due]
         if self._settle_due is not None:
@@ -345,6 +360,29 @@ class Tailer:
             len(self._tails),
             now - started,
         )
+
+    def _consider_notified(self) -> None:
+        """Queue the objects inotify named, looking at those files alone; the
+        periodic scan stays the safety net for anything this misses."""
+        notified, self._notified = self._notified, {}
+        wall = time.time()
+        queued = {job.fingerprint for job in self._queue}
+        jobs = []
+        for path, source in notified.items():
+            candidate = candidate_at(
+                source.tree, path, ignore_older_s=source.ignore_older_s, now=wall
+            )
+            if candidate is None:
+                continue
+            job = self._consider_object(source, candidate, wall, queued)
+            if job is not None:
+                jobs.append(job)
+        if jobs:
+            jobs.extend(self._queue)
+            jobs.sort(key=lambda j: (j.candidate.delivered_at, j.candidate.rel_path))
+            self._queue = deque(jobs)
+        if self._settle_due is not None:
+            self._scan_due = min(self._scan_due, self._settle_due)
 
     def _forget_unseen(self, wall: float) -> None:
         """Forget positions of files no complete scan has seen for
@@ -528,7 +566,16 @@ class Tailer:
                 if len(self._closed_paths) >= MAX_CLOSED_PATHS:
                     self._closed_paths.clear()
                 self._closed_paths.add(path)
-                rescan = True
+                source = self._source_of_dir.get(event.directory)
+                if (
+                    source is not None
+                    and source.kind is SourceKind.CLOUDTRAIL
+                    and source.only_file is None
+                    and len(self._notified) < MAX_CLOSED_PATHS
+                ):
+                    self._notified[path] = source
+                else:
+                    rescan = True  # a JSON-lines file, or too many at once: walk
             elif mask & IN_MODIFY:
                 if path in self._tails:
                     self._poll_now.add(path)
@@ -540,7 +587,7 @@ class Tailer:
                 rescan = rescan or (source is not None and source.kind is SourceKind.JSONLINES)
         if rescan:
             self._scan_due = min(self._scan_due, time.monotonic() + RESCAN_DEBOUNCE_S)
-        if rescan or self._poll_now:
+        if rescan or self._poll_now or self._notified:
             self._wake.set()
 
     # -- CloudTrail objects ---------------------------------------------------------

@@ -12,6 +12,7 @@ from trailwarden.agent import discovery
 from trailwarden.agent.discovery import (
     ScanCursor,
     SourceTree,
+    candidate_at,
     compile_glob,
     delivery_time,
     scan_trees,
@@ -226,3 +227,26 @@ def test_an_overfull_directory_is_capped_and_reported(
     result = scan_trees([SourceTree(str(tmp_path / "flat"))])
     assert len(result.candidates) == 5
     assert any("more than 5 entries" in e for e in result.errors)
+
+
+def test_candidate_at_agrees_with_a_scan_file_by_file(tree: Path, tmp_path: Path) -> None:
+    """What inotify names is judged as the scan judges it: same files, same facts."""
+    for source in (
+        SourceTree(str(tree)),
+        SourceTree(str(tree), include=("**/*.json", "**/*.json.gz"), exclude=("exports",)),
+    ):
+        scanned = {c.path: c for c in scan_trees([source]).candidates}
+        for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+            assert candidate_at(source, str(path)) == scanned.get(str(path)), path
+    source = SourceTree(str(tree))
+    assert candidate_at(source, str(tmp_path / "elsewhere.json.gz")) is None
+    assert candidate_at(source, str(tree / ct_key("us-east-1", "2026/11/27", "9999"))) is None
+    assert candidate_at(source, str(tree / ".." / "bucket" / ct_key("us-east-1", "2026/11/27", "1210"))) is None
+
+
+def test_candidate_at_applies_ignore_older(tree: Path) -> None:
+    source = SourceTree(str(tree))
+    path = str(tree / ct_key("us-east-1", "2026/11/27", "1210"))
+    now = calendar.timegm((2026, 11, 27, 13, 0, 0))
+    assert candidate_at(source, path, ignore_older_s=3600, now=now) is not None
+    assert candidate_at(source, path, ignore_older_s=60, now=now) is None

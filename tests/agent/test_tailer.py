@@ -279,6 +279,42 @@ async def test_inotify_sees_a_file_renamed_into_place_without_waiting(tmp_path: 
         h.close()
 
 
+async def test_inotify_reads_a_new_object_without_walking_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tree with many objects already read: a new one must cost a look at that
+    # file, not another walk of everything (the next scan is 30 s away).
+    root = tmp_path / "bucket"
+    for i in range(20):
+        drop(root, f"old{i}", 1, stamp=f"10{i:02d}")
+    walks = 0
+    real_scan_trees = tailer_module.scan_trees
+
+    def counting_scan_trees(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal walks
+        walks += 1
+        return real_scan_trees(*args, **kwargs)
+
+    monkeypatch.setattr(tailer_module, "scan_trees", counting_scan_trees)
+    h = TailHarness(tmp_path / "data", [tree(root)], inotify=True, scan_interval_s=30)
+    await h.start()
+    try:
+        await h.wait_for(lambda: len(h.records) == 20, limit_s=5)
+        await h.settle(0.2)
+        walks_before = walks
+        for i in range(3):
+            drop(root, f"new{i}", 2, stamp=f"11{i:02d}")
+        await h.wait_for(lambda: len(h.records) == 26, limit_s=5)
+        drop(root, "digest-like", 1, stamp="1200", suffix=".txt")  # not included: ignored
+        await h.settle(0.2)
+        assert walks == walks_before
+        assert len(h.records) == 26
+        assert sorted(h.event_ids().values()) == [1] * 26
+    finally:
+        await h.stop()
+        h.close()
+
+
 async def test_inotify_follows_new_directories(tmp_path: Path) -> None:
     root = tmp_path / "bucket"
     root.mkdir()
