@@ -807,13 +807,43 @@ def parse_whole_document(
     if len(document) > max_record_bytes:
         if document.find(b"\n", 0, len(document) - 1) >= 0:
             return None
-        dumps = orjson.dumps
-        if any(len(dumps(r)) > max_record_bytes for r in records):
-            return None
+        try:
+            if _any_oversized(records, max_record_bytes, len(document)):
+                return None
+        except orjson.JSONEncodeError:
+            return None  # nested beyond what orjson writes: the scanner reports it
     return records
 
 
 _DICT_ONLY = frozenset({dict})
+# Bytes of records serialised at once to measure them: well below glibc's
+# mmap threshold, so the output buffers are reused rather than page-faulted
+# in afresh (measured ~25% faster than one record or 400 KB at a time).
+SIZE_RUN_BYTES = 64 * 1024
+
+
+def _any_oversized(records: list[dict[str, Any]], limit: int, document_bytes: int) -> bool:
+    """Whether a record's compact JSON exceeds ``limit`` bytes, with a few
+    ``orjson.dumps`` of runs of records rather than one per record: a run
+    written as ``[r1,r2,...]`` holds its records' sizes plus brackets and
+    commas, so a run within the limit clears all its records, and a run over
+    it is halved. Records of ordinary size cost one pass in ``SIZE_RUN_BYTES``
+    runs."""
+    dumps = orjson.dumps
+    count = len(records)
+    step = max(1, count * min(limit // 2, SIZE_RUN_BYTES) // document_bytes)
+    runs = [(lo, min(lo + step, count)) for lo in range(0, count, step)]
+    while runs:
+        lo, hi = runs.pop()
+        if hi - lo == 1:
+            if len(dumps(records[lo])) > limit:
+                return True
+            continue
+        # len("[" + ",".join(parts) + "]") = sum(parts) + (hi - lo - 1) + 2
+        if len(dumps(records[lo:hi])) - (hi - lo + 1) > limit:
+            mid = (lo + hi) // 2
+            runs += ((lo, mid), (mid, hi))
+    return False
 
 
 def read_cloudtrail_file(

@@ -182,36 +182,63 @@ def build_message(
     ``owned``: the record is a fresh parse the caller will not use again, so
     its nested dicts may be cleaned in place (the result is the same).
     """
+    log_info = {"aws_account_alias": account_alias, "log_file": log_file, "s3bucket": bucket}
+    return _message(record, log_info, account_id, owned)
+
+
+def _message(
+    record: dict[str, Any], log_info: dict[str, str], account_id: str | None, owned: bool
+) -> dict[str, Any]:
     if account_id is None:
         account_id = fallback_account_id(record)
-    clean = _clean_owned if owned else _clean
-    aws: dict[str, Any] = {
-        "log_info": {"aws_account_alias": account_alias, "log_file": log_file, "s3bucket": bucket}
-    }
-    for key, value in record.items():
-        t = type(value)
-        if t is str:
-            pass
-        elif t is dict:
-            value = clean(value)
-        elif t is list:
-            if len(value) == 1:
-                value = value[0]
-        elif value is None:
-            if key != "source":
+    aws: dict[str, Any] = {"log_info": log_info}
+    if owned:
+        # Copy every key in C, then fix up the few values that are not strings.
+        aws.update(record)
+        for key, value in record.items():
+            t = type(value)
+            if t is str:
                 continue
-            # dict(record, source=...) overrides even a None: keep the position.
-        elif isinstance(value, dict):
-            value = clean(value)
-        elif isinstance(value, list) and len(value) == 1:
-            value = value[0]
-        aws[key] = value
+            if t is dict:
+                _clean_owned(value)  # in place: aws holds the same object
+            elif t is list:
+                if len(value) == 1:
+                    aws[key] = value[0]
+            elif value is None:
+                if key == "log_info":
+                    aws[key] = log_info  # removed None: the wodle's log_info stays
+                elif key != "source":
+                    del aws[key]
+                # dict(record, source=...) overrides even a None: keep the position.
+            elif isinstance(value, dict):
+                aws[key] = _clean_owned(value)
+            elif isinstance(value, list) and len(value) == 1:
+                aws[key] = value[0]
+    else:
+        for key, value in record.items():
+            t = type(value)
+            if t is str:
+                pass
+            elif t is dict:
+                value = _clean(value)
+            elif t is list:
+                if len(value) == 1:
+                    value = value[0]
+            elif value is None:
+                if key != "source":
+                    continue
+                # dict(record, source=...) overrides even a None: keep the position.
+            elif isinstance(value, dict):
+                value = _clean(value)
+            elif isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            aws[key] = value
     aws["source"] = "cloudtrail"  # in place if the record had one, else appended
     if account_id is not None:
         aws["aws_account_id"] = account_id
 
     source_ip = aws.get("sourceIPAddress")
-    if isinstance(source_ip, str) and _IPV4.fullmatch(source_ip):
+    if isinstance(source_ip, str) and _is_ipv4(source_ip):
         aws["source_ip_address"] = source_ip
 
     if "tags" in aws and not isinstance(aws["tags"], dict):
@@ -239,6 +266,25 @@ def build_message(
     return {"integration": "aws", "aws": aws}
 
 
+def _is_ipv4(text: str) -> bool:
+    """``_IPV4.fullmatch``, remembered: a trail repeats the same few addresses,
+    and a dict lookup costs a fifth of the match."""
+    if len(text) > _LONGEST_IPV4:
+        return False  # service names ("ec2.amazonaws.com") and the like
+    known = _ipv4_seen.get(text)
+    if known is None:
+        if len(_ipv4_seen) >= MAX_REMEMBERED_ADDRESSES:
+            _ipv4_seen.clear()
+        known = _ipv4_seen[text] = _IPV4.fullmatch(text) is not None
+    return known
+
+
+_LONGEST_IPV4 = len("255.255.255.255")
+# Distinct short sourceIPAddress values remembered by _is_ipv4 (~100 bytes each).
+MAX_REMEMBERED_ADDRESSES = 4096
+_ipv4_seen: dict[str, bool] = {}
+
+
 def wrap_record(
     record: dict[str, Any],
     *,
@@ -263,17 +309,41 @@ def wrap_record(
     Raises:
         EnvelopeError: the record nests too deeply to serialise (bad input).
     """
+    log_info = {"aws_account_alias": account_alias, "log_file": log_file, "s3bucket": bucket}
+    return _serialise(record, log_info, account_id, owned)
+
+
+class FileWrapper:
+    """``wrap_record(owned=True)`` for the records of one file: its
+    ``log_info`` is built once and shared by the messages, which are
+    serialised at once and never handed out."""
+
+    __slots__ = ("_log_info", "_account_id")
+
+    def __init__(
+        self, *, log_file: str, bucket: str, account_id: str | None, account_alias: str = ""
+    ) -> None:
+        self._log_info = {
+            "aws_account_alias": account_alias,
+            "log_file": log_file,
+            "s3bucket": bucket,
+        }
+        self._account_id = account_id
+
+    def wrap_owned(self, record: dict[str, Any]) -> bytes:
+        """``record`` (a fresh parse, cleaned in place) as the message body.
+
+        Raises:
+            EnvelopeError: as ``wrap_record``.
+        """
+        return _serialise(record, self._log_info, self._account_id, True)
+
+
+def _serialise(
+    record: dict[str, Any], log_info: dict[str, str], account_id: str | None, owned: bool
+) -> bytes:
     try:
-        return orjson.dumps(
-            build_message(
-                record,
-                log_file=log_file,
-                bucket=bucket,
-                account_id=account_id,
-                account_alias=account_alias,
-                owned=owned,
-            )
-        )
+        return orjson.dumps(_message(record, log_info, account_id, owned))
     except (orjson.JSONEncodeError, RecursionError) as exc:
         raise EnvelopeError(f"record {record.get('eventID')!r} cannot be wrapped: {exc}") from exc
 

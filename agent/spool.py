@@ -148,6 +148,9 @@ class Spool:
         self._unacked_records = 0
         self._recovered: list[tuple[int, tuple[Update, ...]]] = []
         self._cache: OrderedDict[int, SpooledBatch] = OrderedDict()
+        # One packer for every append: its buffer (a batch's size) is reused
+        # and written from directly, not copied into a fresh bytes each time.
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
         self._cache_bytes = 0
         # The segment being appended to, and segments not fsync'ed yet.
         self._active_fd = -1
@@ -331,17 +334,20 @@ class Spool:
         """
         seq = self._last_seq + 1
         ublob = encode_updates(updates)
-        rblob = msgpack.packb(records, use_bin_type=True)
-        crc = zlib.crc32(rblob, zlib.crc32(ublob))
-        header = _HEADER.pack(MAGIC, seq, len(records), len(ublob), len(rblob), crc)
-        size = _HEADER.size + len(ublob) + len(rblob)
-        segment = self._segment_for_append(seq)
-        fd = self._active_fd
-        try:
-            _write_all(fd, (header, ublob, rblob), size)
-        except OSError:
-            os.ftruncate(fd, segment.size)  # no half entry before the next one
-            raise
+        packer = self._packer
+        packer.reset()
+        packer.pack(records)
+        with packer.getbuffer() as rblob:
+            crc = zlib.crc32(rblob, zlib.crc32(ublob))
+            header = _HEADER.pack(MAGIC, seq, len(records), len(ublob), len(rblob), crc)
+            size = _HEADER.size + len(ublob) + len(rblob)
+            segment = self._segment_for_append(seq)
+            fd = self._active_fd
+            try:
+                _write_all(fd, (header, ublob, rblob), size)
+            except OSError:
+                os.ftruncate(fd, segment.size)  # no half entry before the next one
+                raise
         segment.size += size
         segment.last_seq = seq
         self._bytes += size
@@ -520,7 +526,7 @@ class Spool:
             yield self.get(seq)
 
 
-def _write_all(fd: int, parts: tuple[bytes, ...], size: int) -> None:
+def _write_all(fd: int, parts: tuple[bytes | memoryview, ...], size: int) -> None:
     written = os.writev(fd, parts)
     if written == size:
         return

@@ -72,7 +72,7 @@ from trailwarden.agent.discovery import (
     compile_glob,
     scan_trees,
 )
-from trailwarden.agent.envelope import EnvelopeError, wrap_record
+from trailwarden.agent.envelope import EnvelopeError, FileWrapper
 from trailwarden.agent.fingerprint import object_fingerprint
 from trailwarden.agent.inotify import (
     IN_CLOSE_WRITE,
@@ -606,7 +606,9 @@ class Tailer:
         size = c.size
         updated = int(time.time())
         origin = source.origin(path)
-        log_file, bucket, account = origin.log_file, origin.bucket, origin.account_id
+        wrap = FileWrapper(
+            log_file=origin.log_file, bucket=origin.bucket, account_id=origin.account_id
+        ).wrap_owned
         location, loc_bytes = location_text(path)
 
         def make_position(token: object) -> FilePosition:
@@ -648,9 +650,7 @@ class Tailer:
                     index, obj = item
                     consumed = index + 1
                     try:
-                        text = wrap_record(
-                            obj, log_file=log_file, bucket=bucket, account_id=account, owned=True
-                        )
+                        text = wrap(obj)
                     except EnvelopeError as exc:
                         counters.records_invalid += 1
                         problems += 1

@@ -1,8 +1,11 @@
 """The tailer's speed-ups give exactly what the plain paths give.
 
-* ``wrap_record(owned=True)`` cleans nested dicts in place;
+* ``wrap_record(owned=True)`` and ``FileWrapper.wrap_owned`` clean nested
+  dicts in place;
 * ``CloudTrailFileReader(document=...)`` reads a document inflated on a worker
   thread (``load_document``) instead of the file;
+* ``parse_whole_document`` takes a small document in one parse exactly when
+  the scanner would yield all its records (none oversized, none too deep);
 * ``head_lines_fingerprint`` fingerprints from bytes a tail already holds;
 * ``JsonLinesReader.read(handle=...)`` reads through an open descriptor.
 """
@@ -23,8 +26,9 @@ from trailwarden.agent.cloudtrail_file import (
     Problem,
     Record,
     load_document,
+    parse_whole_document,
 )
-from trailwarden.agent.envelope import wrap_record
+from trailwarden.agent.envelope import FileWrapper, wrap_record
 from trailwarden.agent.fingerprint import first_lines_fingerprint, head_lines_fingerprint
 from trailwarden.agent.jsonlines import JsonLinesReader, Line
 
@@ -55,6 +59,11 @@ EDGE_CASES: list[dict[str, Any]] = [
     record("e4", requestParameters=["x", "y"], additionalEventData=True, tags="plain"),
     record("e5", requestParameters={"disableApiTermination": False, "l": [{"m": None}]}),
     record("e6", userIdentity={"sessionContext": {"attributes": {"mfa": None}, "x": [None]}}),
+    # Keys the envelope itself writes, as None, a value, or in the record's order.
+    record("e7", log_info=None, aws_account_id=None, source_ip_address=None),
+    record("e8", log_info={"x": [1]}, aws_account_id="999", source="elsewhere"),
+    record("e9", sourceIPAddress="10.1.2.3", source_ip_address="keep?", tags=["t"]),
+    record("e10", sourceIPAddress="010.1.2.3", responseElements={"role": "arn:aws:iam::1:role/r"}),
 ]
 
 
@@ -65,6 +74,9 @@ def test_wrapping_in_place_gives_the_same_bytes(cloudtrail_dir: Path) -> None:
         expected = wrap_record(original, log_file="k", bucket="b", account_id=None)
         owned = copy.deepcopy(original)
         assert wrap_record(owned, log_file="k", bucket="b", account_id=None, owned=True) == expected
+        wrapper = FileWrapper(log_file="k", bucket="b", account_id=None)
+        assert wrapper.wrap_owned(copy.deepcopy(original)) == expected
+        assert wrapper.wrap_owned(copy.deepcopy(original)) == expected  # shared log_info intact
     untouched = copy.deepcopy(EDGE_CASES[0])
     wrap_record(untouched, log_file="k", bucket="b", account_id="1")
     assert untouched == EDGE_CASES[0]  # not owned: left as it was
@@ -110,6 +122,53 @@ def test_a_document_in_memory_reads_like_the_file(tmp_path: Path, name: str, sta
     )
     assert items(from_memory) == items(from_file)
     assert from_memory.next_index == from_file.next_index
+
+
+def scanned(document: bytes, limit: int) -> list[Record | Problem]:
+    return list(CloudTrailFileReader("doc", max_record_bytes=limit, document=document))
+
+
+def test_whole_parse_refuses_exactly_the_documents_with_an_oversized_record() -> None:
+    recs = records("w", 60)
+    recs[37]["requestParameters"] = {"blob": "x" * 6000}
+    recs[52]["requestParameters"] = {"blob": "y" * 3000}
+    document = orjson.dumps({"Records": recs})
+    big = len(orjson.dumps(recs[37]))
+    # Around the largest record's size, and limits the document exceeds (the
+    # size check runs) or not (no record can exceed it).
+    for limit in (big - 1, big, big + 1, len(document) - 1, len(document)):
+        whole = parse_whole_document(document, max_record_bytes=limit)
+        items = scanned(document, limit)
+        if limit < big:
+            assert whole is None
+            assert [i.index for i in items if isinstance(i, Problem)] == [37]
+        else:
+            assert whole is not None
+            assert whole == [i.obj for i in items if isinstance(i, Record)] == recs
+    # Several oversized records, the last one alone at the end.
+    recs[59]["requestParameters"] = {"blob": "z" * 7000}
+    document = orjson.dumps(recs)
+    assert parse_whole_document(document, max_record_bytes=big) is None
+    assert parse_whole_document(document, max_record_bytes=len(document)) == recs
+
+
+def test_whole_parse_leaves_records_too_deep_to_write_to_the_scanner() -> None:
+    deep: Any = "leaf"
+    for _ in range(300):  # orjson reads 1024 levels but writes only 254
+        deep = {"d": deep}
+    recs = [*records("d", 3), record("deep", requestParameters=deep)]
+    document = orjson.dumps({"Records": recs[:3]})[:-2] + b"," + _nested_text(recs[3]) + b"]}"
+    assert parse_whole_document(document, max_record_bytes=len(document) // 2) is None
+    problems = [i for i in scanned(document, len(document) // 2) if isinstance(i, Problem)]
+    assert [p.index for p in problems] == [3]
+
+
+def _nested_text(value: Any) -> bytes:
+    """JSON text deeper than orjson.dumps accepts to write."""
+    if isinstance(value, dict):
+        inner = b",".join(orjson.dumps(k) + b":" + _nested_text(v) for k, v in value.items())
+        return b"{" + inner + b"}"
+    return orjson.dumps(value)
 
 
 def test_load_document_refuses_what_must_be_streamed(tmp_path: Path) -> None:

@@ -219,3 +219,19 @@ def test_a_failed_write_assigns_no_sequence(tmp_path: Path, monkeypatch) -> None
         tuple(batch("a")[0]),
         tuple(batch("c")[0]),
     ]
+
+
+def test_batches_of_any_size_in_turn_read_back_intact(tmp_path: Path) -> None:
+    # The packing buffer is reused: a small batch after a large one must not
+    # carry the large one's tail, nor a failed pack leave anything behind.
+    spool = open_spool(tmp_path)
+    sizes = [2000, 1, 300, 2000, 2]
+    for i, n in enumerate(sizes):
+        spool.append(*batch(f"s{i}", n))
+    with pytest.raises(TypeError):
+        spool.append([Record("/logs/x", object())], [])  # type: ignore[arg-type]
+    spool.append(*batch("after", 1))
+    spool.close()
+    expected = [tuple(batch(f"s{i}", n)[0]) for i, n in enumerate(sizes)]
+    expected.append(tuple(batch("after", 1)[0]))
+    assert [b.records for b in open_spool(tmp_path).iter_unacked()] == expected
