@@ -32,7 +32,9 @@ every ``poll_interval_ms`` or on inotify's word, and closed after
 ``CLOSE_INACTIVE_S`` without growth.
 
 Records are wrapped in the wodle envelope and added to the ``Batcher``; a
-sealed batch goes to ``Progress.seal`` (the spool). Before each slice the
+sealed batch goes to ``Progress.seal`` (the spool). Once the queue of objects
+is drained and no growing file is open, the partial batch is sealed at once:
+its linger time would only hold it back. Before each slice the
 tailer waits for room in the spool (``SpoolBackpressure``): the one place
 where reading stops for the manager.
 """
@@ -229,12 +231,17 @@ class Tailer:
                     self._notified.clear()  # the scan saw them
                 elif self._notified:
                     self._consider_notified()
+                drained = bool(self._queue)
                 while self._queue and not self._stopping.is_set():
                     await self._read_object(self._queue.popleft())
                     if time.monotonic() >= self._poll_due:
                         await self._poll_tails()
                 if self._stopping.is_set():
                     break
+                if drained and not self._tails:
+                    # Every object found is read and no growing file is open:
+                    # lingering would only hold the last batch back.
+                    self.flush()
                 now = time.monotonic()
                 if now >= self._poll_due or self._poll_now:
                     await self._poll_tails()

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from cloudtrail_files import ACCOUNT, drop, expected_ids, record, records, s3_path, write_object
-from tail_harness import TailHarness, tree
+from tail_harness import TailHarness, jsonl, tree
 
 from trailwarden.agent import tailer as tailer_module
 from trailwarden.agent.positions import FileState
@@ -381,3 +381,39 @@ async def test_a_source_that_cannot_be_listed_forgets_nothing(tmp_path: Path) ->
         await h.stop()
         h.close()
     assert h.event_ids() == {i: 1 for i in expected_ids("away", 2)}
+
+
+async def test_the_last_batch_leaves_once_every_object_is_read(tmp_path: Path) -> None:
+    # Linger waits for records still coming; after a drained queue of whole
+    # objects none are, so the partial batch is sealed at once, not in 60 s.
+    root = tmp_path / "bucket"
+    drop(root, "a", 3)
+    drop(root, "b", 4)
+    h = TailHarness(tmp_path / "data", [tree(root)], max_batch_records=100, linger_s=60)
+    await h.start()
+    try:
+        await h.wait_for(lambda: len(h.records) == 7, limit_s=5)
+        assert h.spool.last_seq == 1  # one batch for both objects
+        drop(root, "c", 2)
+        await h.wait_for(lambda: len(h.records) == 9, limit_s=5)
+    finally:
+        await h.stop()
+        h.close()
+
+
+async def test_an_open_growing_file_keeps_the_linger(tmp_path: Path) -> None:
+    lines = tmp_path / "trail.jsonl"
+    lines.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records("l", 2)))
+    root = tmp_path / "bucket"
+    drop(root, "o", 3)
+    h = TailHarness(
+        tmp_path / "data", [tree(root), jsonl(lines)], max_batch_records=100, linger_s=0.6
+    )
+    await h.start()
+    try:
+        await h.settle(0.3)
+        assert h.records == []  # records may still come from the open file
+        await h.wait_for(lambda: len(h.records) == 5, limit_s=5)
+    finally:
+        await h.stop()
+        h.close()
