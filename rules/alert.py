@@ -66,6 +66,10 @@ _MAX_STRING = 1024
 # Nesting the one-walk builder recurses through before deferring to the
 # (iterative) general path.
 _FAST_DATA_DEPTH = 64
+# Key tuples of objects known to have a key index (the one-walk builder's
+# check that an object's shape is data's), bounded against hostile documents.
+_SHAPED_KEYS_MAX = 4096
+_SHAPED_KEYS_CHARS = 1024  # longest key tuple kept, in characters of keys
 # Rules whose alert parts are kept (a ruleset has a few thousand).
 _RULE_PARTS_MAX = 8192
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -77,6 +81,16 @@ Json = dict[str, Any]
 
 _STATICS_OF = attrgetter(*(attr for _, attr in STATIC_OUTPUT_ORDER))
 _NO_STATICS = (None,) * len(STATIC_OUTPUT_ORDER)
+
+
+_SHAPED_KEYS: set[tuple[str, ...]] = set()
+
+
+def _keep_shaped(keys: tuple[str, ...]) -> None:
+    if sum(map(len, keys)) <= _SHAPED_KEYS_CHARS:
+        if len(_SHAPED_KEYS) >= _SHAPED_KEYS_MAX:
+            _SHAPED_KEYS.clear()
+        _SHAPED_KEYS.add(keys)
 
 
 class CJsonNumber(float):
@@ -129,8 +143,15 @@ _LAST_TIMESTAMP: list[object] = [None, ""]  # (time_s, its timestamp)
 
 def _header_time(time_s: float) -> str:
     """``%d %s %02d %s``: year, month, day, hour of reception (log headers)."""
-    _, _, year, month, day, hour = _local_second(_split_time(time_s)[0])
-    return f"{year} {month} {day:02d} {hour}"
+    last = _LAST_HEADER_TIME
+    if last[0] != time_s:
+        _, _, year, month, day, hour = _local_second(_split_time(time_s)[0])
+        last[0] = time_s
+        last[1] = f"{year} {month} {day:02d} {hour}"
+    return last[1]  # type: ignore[return-value]
+
+
+_LAST_HEADER_TIME: list[object] = [None, ""]  # (time_s, its header time)
 
 
 # -- data values ------------------------------------------------------------------
@@ -265,13 +286,14 @@ def _walk_document(block: JsonFieldBlock) -> _DocumentFields:
         shaped = key_index(root) is not None
     else:
         shaped = key_index(root) is not None
-    entries: Json = {}
     lines: list[str] = []
     try:
         if block.capped() or block.may_hold_bracket_strings():
+            entries: Json = {}
             complete, nested_shaped = _visit_checked(block, root, entries, lines)
         else:
-            complete, nested_shaped = True, _visit_plain(block, root, entries, lines)
+            complete = True
+            entries, nested_shaped = _visit_plain(block, root, lines)
     except _Unfit:
         text = "".join(f"{k}: {v}\n" for k, v in block.pairs() if v)
         return _DocumentFields(None, text)
@@ -279,50 +301,66 @@ def _walk_document(block: JsonFieldBlock) -> _DocumentFields:
     return _DocumentFields(entries if complete and shaped else None, "".join(lines))
 
 
-def _visit_plain(block: JsonFieldBlock, root: Json, entries: Json, lines: list[str]) -> bool:
+def _visit_plain(block: JsonFieldBlock, root: Json, lines: list[str]) -> tuple[Json, bool]:
     """The walk for documents the cap does not cut and whose strings never start
-    with ``[`` (so are data as they are); True when every object has a key index."""
+    with ``[`` (so are data as they are): (the data entries, whether every
+    object has a key index).
+
+    Each object's entries start as a copy of it (one C-level copy), so the
+    string fields, most of them, only add their line; the others are replaced
+    or deleted in place, which keeps the document's key order.
+    """
     null_string = block.null_string
     csv = block.csv
     line = lines.append
-    shaped = True
+    shaped_keys = _SHAPED_KEYS
+    unshaped: list[tuple[str, ...]] = []  # the first object found without a key index
 
-    def visit(node: dict[str, Any], prefix: str, out: Json, depth: int) -> None:
-        nonlocal shaped
+    def visit(node: dict[str, Any], prefix: str, depth: int) -> Json:
+        out = node.copy()
         for key, value in node.items():
-            if type(value) is str:  # most fields: no other test on the way
+            if type(value) is str:
                 if value:
                     line(f"{prefix}{key}: {value}\n")
-                    out[key] = value
-                continue
-            t = type(value)
-            if t is dict:
+                else:
+                    del out[key]
+            elif type(value) is dict:
                 if depth >= _FAST_DATA_DEPTH:
                     raise _Unfit
-                if shaped and key_index(value) is None:
-                    shaped = False
-                child: Json = {}
-                visit(value, f"{prefix}{key}.", child, depth + 1)
+                keys = tuple(value)
+                if keys not in shaped_keys and not unshaped:
+                    if key_index(value) is None:
+                        unshaped.append(keys)
+                    else:
+                        _keep_shaped(keys)
+                child = visit(value, f"{prefix}{key}.", depth + 1)
                 if child:
                     out[key] = child
-                continue
-            if t is bool:
-                text: str | None = "true" if value else "false"
-                item: object = text
+                else:
+                    del out[key]
+            elif value is True:
+                line(f"{prefix}{key}: true\n")
+                out[key] = "true"
+            elif value is False:
+                line(f"{prefix}{key}: false\n")
+                out[key] = "false"
             else:
                 text = plain_field_text(value, null_string, csv)
-                item = text
-                if t is list and text:
-                    if csv:
-                        item = _data_value(text)
-                    elif _utf8_len(text) < OS_MAXSTR:
-                        item = _reparsed(value, depth)
-            if text:
-                line(f"{prefix}{key}: {text}\n")
-                out[key] = item
+                if text:
+                    item: object = text
+                    if type(value) is list:
+                        if csv:
+                            item = _data_value(text)
+                        elif _utf8_len(text) < OS_MAXSTR:
+                            item = _reparsed(value, depth)
+                    line(f"{prefix}{key}: {text}\n")
+                    out[key] = item
+                else:
+                    del out[key]
+        return out
 
-    visit(root, "", entries, 0)
-    return shaped
+    entries = visit(root, "", 0)
+    return entries, not unshaped
 
 
 def _visit_checked(
@@ -497,27 +535,27 @@ def _rule_parts(
 
 def _sca_groups(rule_obj: Json, data: Json) -> None:
     """add_SCA_groups: an SCA check's compliance lists join the rule's."""
-    sca = _get_ci(data, "sca")
-    check = _get_ci(sca, "check") if type(sca) is dict else None
-    compliance = _get_ci(check, "compliance") if type(check) is dict else None
+    sca = _get_ci(data, "sca", "sca")
+    check = _get_ci(sca, "check", "check") if type(sca) is dict else None
+    compliance = _get_ci(check, "compliance", "compliance") if type(check) is dict else None
     if type(compliance) is not dict:
         return
     for name, value in compliance.items():
         if type(value) is not str:
             continue
         tokens = [t.strip() for t in value.split(",") if t.strip()]
-        existing = _get_ci(rule_obj, name)
+        existing = _get_ci(rule_obj, name, ascii_lower(name))
         if type(existing) is list:
             existing.extend(tokens)
         elif existing is None and tokens:
             rule_obj[name] = tokens
 
 
-def _get_ci(obj: Json, name: str) -> Any:
-    """cJSON_GetObjectItem: the first member whose name matches ignoring ASCII case."""
+def _get_ci(obj: Json, name: str, lowered: str) -> Any:
+    """cJSON_GetObjectItem: the first member whose name matches ignoring ASCII
+    case; ``lowered`` is ``ascii_lower(name)``."""
     if name in obj:
         return obj[name]
-    lowered = ascii_lower(name)
     size = len(lowered)
     for key, value in obj.items():
         if len(key) == size and ascii_lower(key) == lowered:
@@ -557,21 +595,26 @@ def _visible_labels(event: Event) -> list[tuple[str, str]]:
 
 def _finish(root: Json, agent: Json, event: Event, manager_name: str) -> None:
     """W_ParseJSON's event part: agent name/ip, predecoder hostname, location."""
-    hostname = _agent_hostname(event, manager_name)
     location = event.location
-    if event.full_log is not None and hostname is not None:
-        if location.startswith("("):
+    from_agent = location.startswith("(")
+    full_log = event.full_log
+    hostname = _agent_hostname(event, manager_name)
+    if full_log is not None and hostname is not None:
+        if from_agent:
             agent["name"] = hostname
         elif event.agent_id == "000":
             agent["name"] = root["manager"]["name"]
-        full_log = event.full_log
-        match = _SYSLOG_HOST_RE.match(full_log) if full_log[:1].isupper() else None
-        if match is not None:
-            root.setdefault("predecoder", {})["hostname"] = match.group(1)
-        ip = _agent_ip(event)
-        if ip is not None:
-            agent["ip"] = ip
-    if location.startswith("("):
+        if full_log[:1].isupper():
+            match = _SYSLOG_HOST_RE.match(full_log)
+            if match is not None:
+                root.setdefault("predecoder", {})["hostname"] = match.group(1)
+        if event.labels or from_agent:  # else _agent_ip has nothing to read
+            ip = _agent_ip(event)
+            if ip is not None:
+                agent["ip"] = ip
+    if not from_agent:
+        root["location"] = location
+    else:
         head = location.encode("utf-8", "surrogatepass")[: _MAX_STRING - 1]
         bounded = head.decode("utf-8", "ignore")
         arrow = bounded.find(">")
@@ -579,8 +622,6 @@ def _finish(root: Json, agent: Json, event: Event, manager_name: str) -> None:
             root["location"] = bounded[arrow + 1 :]
         if event.agent_id == "000":
             _agentless(root, location)
-    else:
-        root["location"] = location
     # W_JSON_ParseLabels runs when any label is not a system one, hidden or not.
     if event.labels and any(not key.startswith("_") for key, _ in event.labels):
         block: Json = {}
@@ -610,6 +651,30 @@ def _agentless(root: Json, location: str) -> None:
     del root["agent"]
 
 
+_DECODER_ITEMS: dict[int, tuple[DecoderInfo, tuple[tuple[str, object], ...]]] = {}
+# Decoders whose alert members are kept (a ruleset has a few thousand).
+_DECODER_ITEMS_MAX = 8192
+
+
+def _decoder_items(decoder: DecoderInfo) -> tuple[tuple[str, object], ...]:
+    """The members of the alert's ``decoder`` object, worked out once per decoder."""
+    entry = _DECODER_ITEMS.get(id(decoder))
+    if entry is not None and entry[0] is decoder:
+        return entry[1]
+    items: list[tuple[str, object]] = []
+    if decoder.accumulate:
+        items.append(("accumulate", 1))
+    if decoder.parent is not None:
+        items.append(("parent", decoder.parent))
+    items.append(("name", decoder.name))
+    if decoder.ftscomment is not None:
+        items.append(("ftscomment", decoder.ftscomment))
+    if len(_DECODER_ITEMS) >= _DECODER_ITEMS_MAX:
+        _DECODER_ITEMS.clear()
+    _DECODER_ITEMS[id(decoder)] = (decoder, tuple(items))  # holds the decoder: its id stays its own
+    return tuple(items)
+
+
 def _event_part(
     root: Json, agent: Json, event: Event, manager_name: str, *, full_log: bool
 ) -> Json:
@@ -625,17 +690,8 @@ def _event_part(
             predecoder["program_name"] = event.program_name
         if event.predecoded_timestamp is not None:
             predecoder["timestamp"] = event.predecoded_timestamp
-    decoder_obj: Json = {}
     decoder = event.decoder
-    if isinstance(decoder, DecoderInfo):
-        if decoder.accumulate:
-            decoder_obj["accumulate"] = 1
-        if decoder.parent is not None:
-            decoder_obj["parent"] = decoder.parent
-        decoder_obj["name"] = decoder.name
-        if decoder.ftscomment is not None:
-            decoder_obj["ftscomment"] = decoder.ftscomment
-    root["decoder"] = decoder_obj
+    root["decoder"] = dict(_decoder_items(decoder)) if isinstance(decoder, DecoderInfo) else {}
     if data:
         root["data"] = data
     _finish(root, agent, event, manager_name)
@@ -683,7 +739,10 @@ def build_alert(
     if parts.rule_id is not None:
         rule_obj["id"] = parts.rule_id
     if parts.mitre_lists is not None:
-        rule_obj["mitre"] = {key: [*values] for key, values in parts.mitre_lists}
+        mitre_obj: Json = {}
+        for key, values in parts.mitre_lists:
+            mitre_obj[key] = [*values]
+        rule_obj["mitre"] = mitre_obj
     for key, value in parts.middle:
         rule_obj[key] = value
     if firedtimes is not None and not rule.no_counter:
@@ -752,6 +811,9 @@ _LOG_STATICS = (
     ("Dst Port", "dstport"),
     ("User", "dstuser"),
 )
+_LOG_STATIC_LABELS = tuple(label for label, _ in _LOG_STATICS)
+_LOG_STATICS_OF = attrgetter(*(attr for _, attr in _LOG_STATICS))
+_NO_LOG_STATICS = (None,) * len(_LOG_STATICS)
 
 
 def format_alerts_log(
@@ -769,24 +831,46 @@ def format_alerts_log(
         labels = "".join(f"{k}: {v}\n" for k, v in _visible_labels(event))
         if _utf8_len(labels) >= OS_MAXSTR:
             labels = ""
-    parts = [
-        f"** Alert {alert_id}:{' mail ' if rule.mail else ''} - {rule.group_string}\n"
-        f"{_header_time(event.time_s)} {_location_header(event, manager_name)}\n"
-        f"{labels}Rule: {rule.id} (level {rule.level}) -> '{description}'"
-    ]
-    for label, attr in _LOG_STATICS:
-        value = getattr(event, attr)
-        if value is not None:
-            parts.append(f"\n{label}: {value}")
-    parts.append(f"\n{event.full_log}\n")
+    groups_head, rule_head = _log_heads(rule)
+    statics = _LOG_STATICS_OF(event)
+    static_lines = (
+        ""
+        if statics == _NO_LOG_STATICS
+        else "".join(
+            f"\n{label}: {value}"
+            for label, value in zip(_LOG_STATIC_LABELS, statics, strict=True)
+            if value is not None
+        )
+    )
     block = _only_document(event)
     if block is not None:
-        parts.append(_document_fields(block).lines)
+        fields = _document_fields(block).lines
     else:
-        parts.extend(f"{key}: {value}\n" for key, value in event.fields() if value)
-    parts.extend(f"{line}\n" for line in previous_lines)
-    parts.append("\n")
-    return "".join(parts)
+        fields = "".join(f"{key}: {value}\n" for key, value in event.fields() if value)
+    previous = "".join(f"{line}\n" for line in previous_lines) if previous_lines else ""
+    return (
+        f"** Alert {alert_id}:{groups_head}"
+        f"{_header_time(event.time_s)} {_location_header(event, manager_name)}\n"
+        f"{labels}{rule_head}{description}'{static_lines}\n{event.full_log}\n"
+        f"{fields}{previous}\n"
+    )
+
+
+_LOG_HEADS: dict[int, tuple[RuleInfo, str, str]] = {}
+
+
+def _log_heads(rule: RuleInfo) -> tuple[str, str]:
+    """The rule's parts of an alerts.log block: after ``** Alert <id>:``, and
+    ``Rule: ... -> '`` (worked out once per rule object)."""
+    entry = _LOG_HEADS.get(id(rule))
+    if entry is not None and entry[0] is rule:
+        return entry[1], entry[2]
+    groups_head = f"{' mail ' if rule.mail else ''} - {rule.group_string}\n"
+    rule_head = f"Rule: {rule.id} (level {rule.level}) -> '"
+    if len(_LOG_HEADS) >= _RULE_PARTS_MAX:
+        _LOG_HEADS.clear()
+    _LOG_HEADS[id(rule)] = (rule, groups_head, rule_head)  # holds the rule: its id stays its own
+    return groups_head, rule_head
 
 
 def format_archive_line(event: Event, *, manager_name: str) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from operator import attrgetter
+from operator import attrgetter, methodcaller
 
 from trailwarden.rules.event import Event, ascii_lower
 
@@ -59,8 +59,9 @@ def _getter(name: str) -> Callable[[Event], str | None]:
     attr = _STATIC_VARIABLES.get(name)
     if attr is not None:
         return attrgetter(attr)
-    lowered = ascii_lower(name)  # once, not per event
-    return lambda event: event.find_lowered(lowered)
+    # Lowered once, not per event; methodcaller calls without a Python frame.
+    find: Callable[[Event], str | None] = methodcaller("find_lowered", ascii_lower(name))
+    return find
 
 
 def compile_description(template: str) -> Description:

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trailwarden.agent.envelope import wrap_record
 from trailwarden.rules import alert as alert_module
+from trailwarden.rules import json_decoder
 from trailwarden.rules.alert import (
     CJsonNumber,
     alert_json_line,
@@ -501,6 +503,62 @@ def test_every_real_record_formats_and_the_fast_data_equals_the_general(
         assert format_alerts_log(event, rule, description="d", alert_id="1.1", manager_name="m")
         count += 1
     assert count > 300
+
+
+def _exact_event(text: str) -> Event:
+    """The event as the exact (cJSON port) decoder sees it: a flat field list,
+    which takes the general path of both data and the log block."""
+    event = Event(text, "cloudtrail", 1717236000.123)
+    event.hostname = "wazuh-manager"
+    event.decoder = JSON_DECODER
+    json_decoder._decode_exact(event, text, True, False)
+    return event
+
+
+def test_every_real_record_renders_byte_equal_through_the_one_walk_and_the_general_path(
+    cloudtrail_dir: Path,
+) -> None:
+    rule = RuleInfo(
+        id=80202,
+        level=3,
+        description="AWS Cloudtrail: $(aws.eventSource) - $(aws.eventName) by $(aws.userIdentity.arn).",
+        group_string="amazon,aws,aws_cloudtrail,pci_dss_10.6.1,gdpr_IV_35.7.d,",
+        mitre=(MitreRef("T1078"), MitreRef("T1078.004")),
+    )
+    count = 0
+    for record in _records(cloudtrail_dir):
+        agent_text = wrap_record(
+            record, log_file="AWSLogs/x.json.gz", bucket="trail", account_id="123456789012"
+        ).decode()
+        spaced_text = json.dumps({"integration": "aws", "aws": {**record, "source": "cloudtrail"}})
+        for text in (agent_text, spaced_text):
+            fast = Event(text, "cloudtrail", 1717236000.123)
+            fast.hostname = "wazuh-manager"
+            fast.decoder = JSON_DECODER
+            decode_json(fast, text)
+            general = _exact_event(text)
+            assert type(general._blocks[0]) is json_decoder.FlatJsonBlock
+            rendered = []
+            for event in (fast, general):
+                options: dict[str, Any] = {
+                    "description": substitute(rule.description, event),
+                    "alert_id": "1717236000.4711",
+                    "manager_name": "wazuh-manager",
+                }
+                alert = build_alert(
+                    event,
+                    rule,
+                    firedtimes=2,
+                    previous_output=None,
+                    mitre=default_mitre_table(),
+                    **options,
+                )
+                rendered.append((alert_json_line(alert), format_alerts_log(event, rule, **options)))
+            assert fast._blocks[0].flattens == 0  # the one walk, not the field list
+            assert rendered[0][0] == rendered[1][0], record.get("eventID")
+            assert rendered[0][1] == rendered[1][1], record.get("eventID")
+            count += 1
+    assert count > 600
 
 
 # -- one walk for the JSON line and the log block ---------------------------------------
