@@ -457,6 +457,8 @@ def build_data(event: Event, *, fast: bool = True) -> Json:
             data and not data.keys().isdisjoint(ascii_lower(k) for k in entries)
         ):  # (a static name holds a dynamic one: the general path drops it)
             fields.taken = True
+            if not data:
+                return entries  # the alert owns them now: no copy needed
             data.update(entries)
             return data
     index = {id(data): {ascii_lower(k): k for k in data}}
