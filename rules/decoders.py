@@ -206,9 +206,15 @@ class DecoderSet:
             if prematch is not None:
                 lowered = event.lowered_log()
                 # A literal the pattern needs and the log lacks: no match, no call.
-                needed = prematch.required_literal
-                if needed is not None and prematch.case_insensitive and needed not in lowered:
-                    continue
+                if prematch.case_insensitive:
+                    prefix = prematch.required_prefix
+                    if prefix is not None:
+                        if not lowered.startswith(prefix):
+                            continue
+                    else:
+                        needed = prematch.required_literal
+                        if needed is not None and needed not in lowered:
+                            continue
                 m = prematch.match(log, 0, lowered)
                 if m is None:
                     continue

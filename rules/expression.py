@@ -89,6 +89,7 @@ class Expression:
         "negate",
         "pattern",
         "required_literal",
+        "required_prefix",
         "shape",
     )
 
@@ -120,6 +121,14 @@ class Expression:
             self.required_literal = ascii_lower(pattern) or None
         else:  # pragma: no cover - the enum is closed
             raise TypeError(f"unknown expression type {kind!r}")
+        # A literal the (lowered) subject must start with for ``match`` at 0.
+        self.required_prefix: str | None = None
+        if isinstance(self._matcher, _OsRegex):
+            self.required_prefix = self._matcher.required_prefix
+        elif isinstance(self._matcher, _OsMatch):
+            matcher = self._matcher
+            if matcher.required_literal is not None and matcher.prefixes:
+                self.required_prefix = matcher.required_literal
         self.shape = _shape(self)
 
     @property

@@ -299,3 +299,44 @@ def test_most_generated_cases_are_comparable() -> None:
         if reference_run("|".join(alts), subject).exact:
             exact += 1
     assert exact / total > 0.8
+
+
+# -- the anchored fast path against RE2 ----------------------------------------
+
+_anchored = _alternative().map(lambda text: text if text.startswith("^") else "^" + text)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pattern=_anchored, subject=st.text(alphabet="ab1 :-.A\t({", max_size=12),
+       start=st.integers(0, 3))
+def test_anchored_fast_path_agrees_with_re2(pattern: str, subject: str, start: int) -> None:
+    """A ^ alternative taken by the Python-regex fast path on ASCII text gives
+    the end pointer and captures the RE2 translation gives."""
+    fast = rx(pattern)
+    slow = rx(pattern)
+    slow.match(subject, start)  # builds the branches
+    branches = slow._matcher.branches  # type: ignore[union-attr]
+    assert branches is not None
+    for branch in branches:
+        branch.anchored = None
+    got = fast.match(subject, start)
+    want = slow.match(subject, start)
+    assert (got is None) is (want is None)
+    if got is not None and want is not None:
+        assert (got.end, got.groups) == (want.end, want.groups)
+
+
+@pytest.mark.parametrize(("pattern", "taken"), [
+    (r'^{\s*"', True),  # the JSON root decoder's prematch
+    (r"^\d+:\s*x", True),
+    (r"^a\w*\d", False),  # \w takes digits: the run could stop in several places
+    (r"^a\d*\s*b", False),  # a run followed by another run
+    (r"^(\w+) ", False),  # captures keep RE2
+    (r"a\s*b", False),  # not anchored
+])
+def test_anchored_fast_path_is_taken_only_when_exact(pattern: str, taken: bool) -> None:
+    expr = rx(pattern)
+    expr.match("x", 0)
+    branches = expr._matcher.branches  # type: ignore[union-attr]
+    assert branches is not None
+    assert (branches[0].anchored is not None) is taken
