@@ -42,6 +42,7 @@ where reading stops for the manager.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import hashlib
 import logging
@@ -626,94 +627,111 @@ class Tailer:
 
         cursor = FileCursor(fingerprint, make_position)
         document = await self._document(path)
-        whole = None
-        if document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES:
-            whole = parse_whole_document(document, max_record_bytes=source.max_record_bytes)
-        reader = None
-        items: Iterator[tuple[int, dict[str, Any]] | Problem]
-        if whole is not None:
-            items = enumerate(islice(whole, start, None), start)
-        else:
-            reader = CloudTrailFileReader(
-                path,
-                start_index=start,
-                max_record_bytes=source.max_record_bytes,
-                document=document,
-            )
-            items = _pairs(reader)
-        reading = self._current = _Reading(path, fingerprint, start)
-        counters = self._counters
-        add = self._batcher.add
-        deliver = self._deliver
-        max_wrapped = MAX_WRAPPED_BYTES
-        problems = 0
-        terminal: Problem | None = None
-        consumed = start
-        taken = 0
-        mono = time.monotonic()
+        # A whole document's records (~50k containers per MB) live until the
+        # file is done and are acyclic: the cycle collector would only scan
+        # them again and again as they age through its generations. It waits
+        # until they are freed (bounded: WHOLE_PARSE_MAX_BYTES of document).
+        paused = document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES and gc.isenabled()
+        if paused:
+            gc.disable()
         try:
-            for item in items:
-                if type(item) is tuple:
-                    index, obj = item
-                    consumed = index + 1
-                    try:
-                        text = wrap(obj)
-                    except EnvelopeError as exc:
-                        counters.records_invalid += 1
-                        problems += 1
-                        self._log_problem(problems, f"{path}, record {index}: {exc}")
-                        continue
-                    nbytes = len(text) + loc_bytes
-                    if nbytes > max_wrapped:
-                        counters.records_oversized += 1
-                        problems += 1
-                        self._log_problem(
-                            problems,
-                            f"{path}, record {index}: oversized_record: {len(text)} bytes "
-                            "once wrapped; skipped",
-                        )
-                        continue
-                    record = WireRecord(location, text.decode())
-                    sealed = add(record, nbytes, cursor, consumed, mono)
-                    if sealed is not None:
-                        deliver(sealed)
-                    taken += 1
-                    if taken >= SLICE_RECORDS:
-                        counters.records_read += taken
-                        taken = 0
-                        reading.index = consumed
-                        await self._pause_point()
-                        mono = time.monotonic()
-                        if self._stopping.is_set():
-                            self._progress.read(fingerprint, make_position(consumed))
-                            return
-                else:
-                    problem = cast(Problem, item)
-                    if problem.kind.terminal:
-                        terminal = problem
-                        continue
-                    if problem.index is not None:
-                        consumed = problem.index + 1
-                    if problem.kind is ProblemKind.OVERSIZED_RECORD:
-                        counters.records_oversized += 1
+            whole = None
+            if document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES:
+                whole = parse_whole_document(document, max_record_bytes=source.max_record_bytes)
+            reader = None
+            items: Iterator[tuple[int, dict[str, Any]] | Problem]
+            if whole is not None:
+                items = enumerate(islice(whole, start, None), start)
+            else:
+                reader = CloudTrailFileReader(
+                    path,
+                    start_index=start,
+                    max_record_bytes=source.max_record_bytes,
+                    document=document,
+                )
+                items = _pairs(reader)
+            reading = self._current = _Reading(path, fingerprint, start)
+            counters = self._counters
+            add = self._batcher.add
+            deliver = self._deliver
+            max_wrapped = MAX_WRAPPED_BYTES
+            problems = 0
+            terminal: Problem | None = None
+            consumed = start
+            taken = 0
+            mono = time.monotonic()
+            try:
+                for item in items:
+                    if type(item) is tuple:
+                        index, obj = item
+                        consumed = index + 1
+                        try:
+                            text = wrap(obj)
+                        except EnvelopeError as exc:
+                            counters.records_invalid += 1
+                            problems += 1
+                            self._log_problem(problems, f"{path}, record {index}: {exc}")
+                            continue
+                        nbytes = len(text) + loc_bytes
+                        if nbytes > max_wrapped:
+                            counters.records_oversized += 1
+                            problems += 1
+                            self._log_problem(
+                                problems,
+                                f"{path}, record {index}: oversized_record: {len(text)} bytes "
+                                "once wrapped; skipped",
+                            )
+                            continue
+                        record = WireRecord(location, text.decode())
+                        sealed = add(record, nbytes, cursor, consumed, mono)
+                        if sealed is not None:
+                            deliver(sealed)
+                        taken += 1
+                        if taken >= SLICE_RECORDS:
+                            counters.records_read += taken
+                            taken = 0
+                            reading.index = consumed
+                            await self._pause_point()
+                            mono = time.monotonic()
+                            if self._stopping.is_set():
+                                self._progress.read(fingerprint, make_position(consumed))
+                                return
                     else:
-                        counters.records_invalid += 1
-                    problems += 1
-                    self._log_problem(problems, str(item))
-        except OSError as exc:
-            # Gone or unreadable mid-way: keep what was read; a later scan retries.
-            log.warning("%s: read failed after record %d: %s", path, consumed, exc)
-            self._progress.read(fingerprint, make_position(consumed))
-            return
+                        problem = cast(Problem, item)
+                        if problem.kind.terminal:
+                            terminal = problem
+                            continue
+                        if problem.index is not None:
+                            consumed = problem.index + 1
+                        if problem.kind is ProblemKind.OVERSIZED_RECORD:
+                            counters.records_oversized += 1
+                        else:
+                            counters.records_invalid += 1
+                        problems += 1
+                        self._log_problem(problems, str(item))
+            except OSError as exc:
+                # Gone or unreadable mid-way: keep what was read; a later scan retries.
+                log.warning("%s: read failed after record %d: %s", path, consumed, exc)
+                self._progress.read(fingerprint, make_position(consumed))
+                return
+            finally:
+                counters.records_read += taken
+                self._current = None
+            if problems > MAX_PROBLEM_LOGS:
+                log.warning(
+                    "%s: %d record problems in all (first %d logged).",
+                    path,
+                    problems,
+                    MAX_PROBLEM_LOGS,
+                )
+            next_index = reader.next_index if reader is not None else len(whole or ())
+            self._finish_object(fingerprint, path, size, next_index, terminal, updated)
         finally:
-            counters.records_read += taken
-            self._current = None
-        if problems > MAX_PROBLEM_LOGS:
-            log.warning(
-                "%s: %d record problems in all (first %d logged).", path, problems, MAX_PROBLEM_LOGS
-            )
-        next_index = reader.next_index if reader is not None else len(whole or ())
-        self._finish_object(fingerprint, path, size, next_index, terminal, updated)
+            if paused:
+                # Free the records first, or the first collection scans them.
+                whole = None
+                items = iter(())
+                gc.enable()
 
     async def _document(self, path: str) -> bytes | None:
         """The prefetched document of ``path`` (or None: stream it), and start
