@@ -167,6 +167,8 @@ LITERAL_LOOP_TEXT_CHARS = 256
 # Distinct hit combinations a dispatch remembers its selection for; values
 # come from events, so the combinations (up to 2**literals) are bounded here.
 SELECTIONS_KEPT_MAX = 256
+# Longest field value whose selection is kept (bounds that memory to ~64 KB).
+SELECTION_VALUE_CHARS_MAX = 256
 
 
 class _LiteralSet:
@@ -203,8 +205,8 @@ class _Dispatch:
     F are always tried. Selection keeps sibling order, so the result is exact.
     """
 
-    __slots__ = ("always", "always_nodes", "by_literal", "children", "field", "literals",
-                 "selections")
+    __slots__ = ("always", "always_nodes", "by_literal", "by_value", "children", "field",
+                 "literals", "selections")
 
     def __init__(self, field_name: str, children: tuple[RuleNode, ...], always: list[int],
                  by_literal: list[list[int]], literals: _LiteralSet) -> None:
@@ -214,8 +216,10 @@ class _Dispatch:
         self.always_nodes = [children[i] for i in always]
         self.by_literal = by_literal
         self.literals = literals
-        # The children a set of literal hits selects, kept per hit tuple.
+        # The children a set of literal hits selects, kept per hit tuple, and
+        # per field value (a dispatch field such as aws.source takes few values).
         self.selections: dict[tuple[int, ...], list[RuleNode]] = {}
+        self.by_value: dict[str, list[RuleNode]] = {}
 
     @classmethod
     def build(cls, kept: tuple[RuleNode, ...]) -> _Dispatch | None:
@@ -258,18 +262,25 @@ class _Dispatch:
         value = event.find_lowered(self.field)
         if value is None:
             return self.always_nodes
+        by_value = self.by_value
+        selected = by_value.get(value)
+        if selected is not None:
+            return selected
         hits = self.literals.hits(value.lower() if value.isascii() else ascii_lower(value))
         if not hits:
-            return self.always_nodes
-        key = tuple(hits)
-        selected = self.selections.get(key)
-        if selected is None:
-            positions = set(self.always)
-            for index in hits:
-                positions.update(self.by_literal[index])
-            selected = [self.children[i] for i in sorted(positions)]
-            if len(self.selections) < SELECTIONS_KEPT_MAX:
-                self.selections[key] = selected
+            selected = self.always_nodes
+        else:
+            key = tuple(hits)
+            selected = self.selections.get(key)
+            if selected is None:
+                positions = set(self.always)
+                for index in hits:
+                    positions.update(self.by_literal[index])
+                selected = [self.children[i] for i in sorted(positions)]
+                if len(self.selections) < SELECTIONS_KEPT_MAX:
+                    self.selections[key] = selected
+        if len(by_value) < SELECTIONS_KEPT_MAX and len(value) <= SELECTION_VALUE_CHARS_MAX:
+            by_value[value] = selected
         return selected
 
 
@@ -292,15 +303,18 @@ class _LogFilter:
     """Children whose <match>/<regex> needs a literal in the (lowered) log.
 
     A child whose literal is absent cannot match and is skipped without being
-    tried. The first few literals are looked for as their children come up
-    (``occurs``), each first by its rare characters; past that, one pass over
-    the log finds all of them (``present``).
+    tried. A pattern anchored at the start (``^PHP Warning: ``, as most
+    program-named syslog rules are) needs its literal there: one startswith.
+    Other literals are looked for as their children come up (``occurs``), each
+    first by its rare characters; past the first few, one pass over the log
+    finds all of them (``present``).
     """
 
     __slots__ = ("literals", "needs", "rare", "texts")
 
-    def __init__(self, needs: dict[int, int], literals: _LiteralSet) -> None:
-        self.needs = needs  # id(node) -> literal index
+    def __init__(self, needs: dict[int, int | str], literals: _LiteralSet) -> None:
+        # id(node) -> the prefix the log must start with, or a literal's index
+        self.needs = needs
         self.literals = literals
         self.texts = literals.literals
         self.rare = [
@@ -312,12 +326,15 @@ class _LogFilter:
     @classmethod
     def build(cls, kept: tuple[RuleNode, ...]) -> _LogFilter | None:
         ids: dict[str, int] = {}
-        needs: dict[int, int] = {}
+        needs: dict[int, int | str] = {}
         for node in kept:
             for tag in ("match", "regex"):
                 expr = node.rule.patterns.get(tag)
                 if expr is None or expr.negate or not expr.case_insensitive:
                     continue
+                if expr.required_prefix:
+                    needs[id(node)] = expr.required_prefix
+                    break
                 literal = expr.required_literal
                 if literal:
                     needs[id(node)] = ids.setdefault(literal, len(ids))
@@ -425,7 +442,10 @@ class Evaluator:
                     literal = needs.get(id(child))
                     if literal is not None:
                         # Its <match>/<regex> needs a literal: skip it if the log lacks it.
-                        if present is not None:
+                        if isinstance(literal, str):
+                            if not ctx.low.startswith(literal):
+                                continue
+                        elif present is not None:
                             if literal not in present:
                                 continue
                         elif direct:

@@ -33,8 +33,7 @@ parentheses.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 from trailwarden.rules.event import ascii_lower
 from trailwarden.rules.osmatch import OsMatch as _OsMatch
@@ -67,10 +66,14 @@ def parse_type(value: str | None, default: ExprType) -> ExprType:
     return _TYPE_NAMES.get(value.lower(), default)
 
 
-@dataclass(frozen=True, slots=True)
-class MatchResult:
+class MatchResult(NamedTuple):
+    """A decoder-side match (a tuple: built per decoded event, so cheaply)."""
+
     end: int  # the C end pointer as an index into the subject (see module doc)
     groups: tuple[str, ...]  # captures in order; "" for an empty or unset one
+
+
+_make_result = MatchResult._make
 
 
 class Expression:
@@ -173,7 +176,7 @@ class Expression:
             found = (start - 1, ()) if subject[start:] == self.pattern else None
         if found is None:
             return None
-        return MatchResult(found[0], found[1])
+        return _make_result(found)
 
     def __repr__(self) -> str:
         neg = ", negate=True" if self.negate else ""
@@ -183,8 +186,21 @@ class Expression:
 # What a compiled rule may inline instead of calling ``test``: the whole check
 # (negate included) is one str operation on the subject, ASCII-lowered for the
 # case-insensitive dialects. Kinds: "contains", "prefix", "suffix", "equals"
-# (lowered subject), "exact" (raw subject, <action>'s strcmp).
-Shape = tuple[str, str]
+# (lowered subject), "exact" (raw subject, <action>'s strcmp); "prefix" and
+# "suffix" may carry a tuple of literals (any of them: str.startswith/endswith).
+Shape = tuple[str, str | tuple[str, ...]]
+
+
+def _one_mode(pairs: list[tuple[str, str]]) -> Shape | None:
+    """The shape of alternatives that are all non-empty literals of one kind."""
+    if not pairs or not all(lit for _, lit in pairs):
+        return None
+    if len(pairs) == 1:
+        return pairs[0]
+    modes = {mode for mode, _ in pairs}
+    if len(modes) == 1 and modes <= {"prefix", "suffix"}:
+        return (pairs[0][0], tuple(lit for _, lit in pairs))
+    return None
 
 
 def _shape(expr: Expression) -> Shape | None:
@@ -202,16 +218,12 @@ def _shape(expr: Expression) -> Shape | None:
             + [("suffix", lit) for lit in matcher.suffixes]
             + [("contains", lit) for lit in matcher.substrings]
         )
-        if len(kinds) == 1 and kinds[0][1]:
-            return kinds[0]
-        return None
+        return _one_mode(kinds)
     if isinstance(matcher, _OsRegex):
         if matcher.constant is not None or matcher.tester is not None:
             return None
-        if len(matcher.literals) != 1:
+        if not all(mode in ("contains", "prefix", "suffix", "equals")
+                   for mode, _ in matcher.literals):
             return None
-        mode, lit = matcher.literals[0]
-        if not lit or mode not in ("contains", "prefix", "suffix", "equals"):
-            return None
-        return (mode, lit)
+        return _one_mode(list(matcher.literals))
     return None

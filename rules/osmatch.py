@@ -108,11 +108,13 @@ class OsMatch:
 
     def test(self, lowered: str) -> bool:
         """OSMatch_Execute on an already ASCII-lowered subject (``!`` applied)."""
+        # Each group is asked only when it has members: `in` on a set hashes
+        # the whole subject (a 2 KB log) even when the set is empty.
         hit = (
             self.always
-            or lowered in self.equals
+            or (bool(self.equals) and lowered in self.equals)
             or (bool(self.prefixes) and lowered.startswith(self.prefixes))
             or (bool(self.suffixes) and lowered.endswith(self.suffixes))
-            or any(sub in lowered for sub in self.substrings)
+            or (bool(self.substrings) and any(sub in lowered for sub in self.substrings))
         )
         return hit is not self.negate
