@@ -361,6 +361,31 @@ class _Candidates:
     nodes: tuple[RuleNode, ...]
     dispatch: _Dispatch | None
     log_filter: _LogFilter | None
+    # With a log filter and no dispatch: ``nodes`` cut into runs. A run of
+    # children that each need the log to start with a prefix carries those
+    # prefixes, and one startswith skips the whole run when none is there.
+    runs: tuple[Run, ...] = ()
+
+
+Run = tuple[tuple[str, ...] | None, tuple[RuleNode, ...]]
+
+
+def _runs(nodes: tuple[RuleNode, ...], log_filter: _LogFilter) -> tuple[Run, ...]:
+    runs: list[Run] = []
+    prefixes: list[str] = []
+    run: list[RuleNode] = []
+    for node in nodes:
+        need = log_filter.needs.get(id(node))
+        anchored = isinstance(need, str)
+        if run and anchored is not bool(prefixes):
+            runs.append((tuple(prefixes) or None, tuple(run)))
+            prefixes, run = [], []
+        if isinstance(need, str):
+            prefixes.append(need)
+        run.append(node)
+    if run:
+        runs.append((tuple(prefixes) or None, tuple(run)))
+    return tuple(runs)
 
 
 Shape = tuple[str | None, bool, int]
@@ -396,7 +421,10 @@ class Evaluator:
                 continue
             kept.append(child)
         nodes = tuple(kept)
-        result = _Candidates(nodes, _Dispatch.build(nodes), _LogFilter.build(nodes))
+        dispatch = _Dispatch.build(nodes)
+        log_filter = _LogFilter.build(nodes)
+        runs = () if log_filter is None or dispatch is not None else _runs(nodes, log_filter)
+        result = _Candidates(nodes, dispatch, log_filter, runs)
         node.index[shape] = result
         return result
 
@@ -436,30 +464,35 @@ class Evaluator:
                             return found[0], found[1] if found[1] is not None else rule
             else:
                 needs = log_filter.needs
+                low = ctx.low
                 present: frozenset[int] | None = None
                 direct = LOG_FILTER_DIRECT_MAX
-                for child in children:
-                    literal = needs.get(id(child))
-                    if literal is not None:
-                        # Its <match>/<regex> needs a literal: skip it if the log lacks it.
-                        if isinstance(literal, str):
-                            if not ctx.low.startswith(literal):
-                                continue
-                        elif present is not None:
-                            if literal not in present:
-                                continue
-                        elif direct:
-                            direct -= 1
-                            if not log_filter.occurs(literal, ctx.low):
-                                continue
-                        else:
-                            present = log_filter.present(ctx.low)
-                            if literal not in present:
-                                continue
-                    if child.test(event, ctx):
-                        found = self._matched(child, event, ctx, shape, firedtimes)
-                        if found is not None:
-                            return found[0], found[1] if found[1] is not None else rule
+                runs = candidates.runs if dispatch is None else ((None, tuple(children)),)
+                for prefixes, run in runs:
+                    if prefixes is not None and not low.startswith(prefixes):
+                        continue  # every child of the run needs a prefix the log lacks
+                    for child in run:
+                        literal = needs.get(id(child))
+                        if literal is not None:
+                            # Its <match>/<regex> needs a literal: skip it if the log lacks it.
+                            if isinstance(literal, str):
+                                if not low.startswith(literal):
+                                    continue
+                            elif present is not None:
+                                if literal not in present:
+                                    continue
+                            elif direct:
+                                direct -= 1
+                                if not log_filter.occurs(literal, low):
+                                    continue
+                            else:
+                                present = log_filter.present(low)
+                                if literal not in present:
+                                    continue
+                        if child.test(event, ctx):
+                            found = self._matched(child, event, ctx, shape, firedtimes)
+                            if found is not None:
+                                return found[0], found[1] if found[1] is not None else rule
         if rule.noalert:
             return None
         firedtimes[rule.id] = firedtimes.get(rule.id, 0) + 1

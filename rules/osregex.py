@@ -601,6 +601,7 @@ class OsRegex:
         "prefilter",
         "required_literal",
         "required_prefix",
+        "start_pattern",
         "tester",
     )
 
@@ -655,11 +656,19 @@ class OsRegex:
         # What a match at the subject start needs there: the leading literal
         # of a lone ^ alternative (a startswith instead of a search).
         self.required_prefix: str | None = None
+        # A lone ^ alternative without captures that ends in a single step
+        # (the JSON root decoder's '^{\s*"'): its match ends at the character
+        # before the Python regex's end, so `match` needs no branch machinery.
+        self.start_pattern: re.Pattern[str] | None = None
         if len(self.alternatives) == 1:
             alt = self.alternatives[0]
             self.required_literal = _longest_literal(alt.tokens) or None
             if alt.begin:
                 self.required_prefix = _leading_literal(alt.tokens) or None
+            last = alt.tokens[-1] if alt.tokens else None
+            if (last is not None and not (last.kind == "class" and last.quant)
+                    and not all(_is_literal(t) for t in alt.tokens)):
+                self.start_pattern = _anchored_pattern(alt)
 
     def test(self, lowered: str) -> bool:
         """Whether any alternative matches the ASCII-lowered subject."""
@@ -697,6 +706,10 @@ class OsRegex:
         Returns the C end pointer (an index into ``subject``) and the captures of
         the first alternative that matches, or ``None``.
         """
+        start_pattern = self.start_pattern
+        if start_pattern is not None and start < len(subject) and lowered.isascii():
+            hit = start_pattern.match(lowered, start)
+            return None if hit is None else (hit.end() - 1, ())
         branches = self.branches
         if branches is None:
             # C allocates capture bookkeeping for the whole pattern as soon as it has

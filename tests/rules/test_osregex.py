@@ -314,6 +314,7 @@ def test_anchored_fast_path_agrees_with_re2(pattern: str, subject: str, start: i
     the end pointer and captures the RE2 translation gives."""
     fast = rx(pattern)
     slow = rx(pattern)
+    slow._matcher.start_pattern = None  # type: ignore[union-attr]
     slow.match(subject, start)  # builds the branches
     branches = slow._matcher.branches  # type: ignore[union-attr]
     assert branches is not None
@@ -336,7 +337,22 @@ def test_anchored_fast_path_agrees_with_re2(pattern: str, subject: str, start: i
 ])
 def test_anchored_fast_path_is_taken_only_when_exact(pattern: str, taken: bool) -> None:
     expr = rx(pattern)
+    expr._matcher.start_pattern = None  # type: ignore[union-attr]
     expr.match("x", 0)
     branches = expr._matcher.branches  # type: ignore[union-attr]
     assert branches is not None
     assert (branches[0].anchored is not None) is taken
+
+
+@pytest.mark.parametrize(("pattern", "taken"), [
+    (r'^{\s*"', True),
+    (r"^\d+:\s*x", True),
+    (r"^a\s*\d", True),
+    (r"^a\d+", False),  # ends in a run: the end pointer rules need its span
+    (r"^abc", False),  # a literal: str methods already
+    (r"^a\d*\sb|^c", False),  # two alternatives
+])
+def test_start_pattern_only_for_one_anchored_alternative_ending_in_one_step(
+    pattern: str, taken: bool
+) -> None:
+    assert (rx(pattern)._matcher.start_pattern is not None) is taken  # type: ignore[union-attr]
