@@ -186,8 +186,8 @@ class Expression:
 # What a compiled rule may inline instead of calling ``test``: the whole check
 # (negate included) is one str operation on the subject, ASCII-lowered for the
 # case-insensitive dialects. Kinds: "contains", "prefix", "suffix", "equals"
-# (lowered subject), "exact" (raw subject, <action>'s strcmp); "prefix" and
-# "suffix" may carry a tuple of literals (any of them: str.startswith/endswith).
+# (lowered subject), "exact" (raw subject, <action>'s strcmp); all but "exact"
+# may carry a tuple of literals, of which any one must hold.
 Shape = tuple[str, str | tuple[str, ...]]
 
 
@@ -198,7 +198,7 @@ def _one_mode(pairs: list[tuple[str, str]]) -> Shape | None:
     if len(pairs) == 1:
         return pairs[0]
     modes = {mode for mode, _ in pairs}
-    if len(modes) == 1 and modes <= {"prefix", "suffix"}:
+    if len(modes) == 1:
         return (pairs[0][0], tuple(lit for _, lit in pairs))
     return None
 

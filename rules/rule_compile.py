@@ -69,6 +69,16 @@ class _Writer:
         """Fail the rule unless ``condition`` holds."""
         self.emit(f"if not ({condition}): return False")
 
+    def inline(self, kind: str, literals: str | tuple[str, ...], value: str) -> str:
+        """The condition a shape stands for, on the variable ``value``."""
+        if isinstance(literals, str):
+            return _INLINE[kind].format(lit=self.const(literals), value=value)
+        if kind == "contains":
+            return " or ".join(f"{self.const(lit)} in {value}" for lit in literals)
+        if kind == "equals":
+            return f"{value} in {self.const(frozenset(literals))}"
+        return _INLINE[kind].format(lit=self.const(literals), value=value)  # str accepts a tuple
+
     def value_test(self, expr: Expression, value: str) -> None:
         """Test the str in variable ``value`` (known not None) against ``expr``."""
         shape = expr.shape
@@ -76,7 +86,7 @@ class _Writer:
             self.check(f"{value} == {self.const(shape[1])}")
         elif shape is not None:
             self.emit(f"lv = {value}.lower() if {value}.isascii() else ascii_lower({value})")
-            self.check(_INLINE[shape[0]].format(lit=self.const(shape[1]), value="lv"))
+            self.check(self.inline(shape[0], shape[1], "lv"))
         else:
             self.check(f"{self.const(expr.test)}({value})")
 
@@ -87,7 +97,7 @@ class _Writer:
                 self._lowered_log = True
             shape = expr.shape
             if shape is not None and shape[0] != "exact":
-                self.check(_INLINE[shape[0]].format(lit=self.const(shape[1]), value="low"))
+                self.check(self.inline(shape[0], shape[1], "low"))
             else:
                 self.check(f"{self.const(expr.test)}(event.log, low)")
         else:

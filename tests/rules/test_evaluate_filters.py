@@ -8,6 +8,7 @@ must agree message by message.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from trailwarden.rules import evaluate
 from trailwarden.rules.engine import Engine
+from trailwarden.rules.expression import Expression, ExprType
 from trailwarden.rules.ruletree import RuleNode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,3 +123,35 @@ def test_anchored_match_is_case_insensitive_and_only_at_the_start() -> None:
     assert _verdict(_FAST, "php WARNING: disk") == 100
     assert _verdict(_FAST, "x PHP Warning: disk") is not None  # ^x, not rule 100
     assert _verdict(_FAST, "x PHP Warning: disk") != 100
+
+
+# -- patterns inlined into the compiled rule ------------------------------------
+
+_INLINED = [
+    ("osmatch", "^Installed|^Updated|^Erased"),  # prefixes: one startswith
+    ("osmatch", "yum.log$|.rpm$"),  # suffixes
+    ("osmatch", "failure|error|attack"),  # substrings: `in` joined by `or`
+    ("osmatch", "^root$|^admin$"),  # equalities: a frozenset
+    ("osregex", "securityhub|aws.securityhub"),
+    ("osregex", "^a|^b"),
+]
+
+
+@functools.cache
+def _single_rule(kind: str, pattern: str) -> Engine:
+    rules = (f'<group name="t,"><rule id="100" level="3"><match type="{kind}">{pattern}</match>'
+             "<description>one</description></rule></group>")
+    return build_ok(rules)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=st.sampled_from(_INLINED),
+       subject=st.lists(st.sampled_from(["Installed", "x", "yum.log", ".RPM", "error", "root",
+                                         "ROOT", "admin", "aws.securityhub", "a", "B", " "]),
+                        max_size=3).map("".join))
+def test_inlined_shapes_agree_with_the_expression(case: tuple[str, str], subject: str) -> None:
+    kind, pattern = case
+    expr = Expression(ExprType.OSMATCH if kind == "osmatch" else ExprType.OSREGEX, pattern)
+    assert expr.shape is not None and isinstance(expr.shape[1], tuple)  # really inlined
+    fired = _verdict(_single_rule(kind, pattern), subject) == 100
+    assert fired is (bool(subject) and expr.test(subject))  # an empty log never reaches rules
