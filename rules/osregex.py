@@ -239,6 +239,19 @@ def _parse_alternative(pattern: str, start: int, stop: int) -> Alternative:
     return Alternative(begin, end, tuple(fixed), groups)
 
 
+def _null_when_empty(alt: Alternative) -> bool:
+    """Two or more ``\\x*`` steps and ``$``, nothing else: an empty match at the
+    end of a non-empty subject comes from a later attempt, which leaves the C
+    result pointer NULL (as for a lone ``\\x*$``, see ``_parse_alternative``)."""
+    words = [t for t in alt.tokens if t.kind != "mark"]
+    return (
+        alt.end
+        and not alt.begin
+        and len(words) >= 2
+        and all(t.kind == "class" and t.quant == "*" for t in words)
+    )
+
+
 def _is_literal(tok: Token) -> bool:
     return tok.kind == "lit" or (
         tok.kind == "class"
@@ -303,6 +316,7 @@ class _Branch:
     __slots__ = (
         "alt",
         "anchored",
+        "null_when_empty",
         "groups",
         "literal",
         "marks",
@@ -327,6 +341,7 @@ class _Branch:
         self.marks: tuple[int, ...] = ()
         self.regex = None
         self.anchored: re.Pattern[str] | None = None
+        self.null_when_empty = _null_when_empty(alt)
         self.tail_group = 0
         if all(t.kind == "mark" or _is_literal(t) for t in alt.tokens):
             # Pure literal: capture markers sit at fixed offsets inside it.
@@ -396,6 +411,8 @@ class _Branch:
         assert self.regex is not None
         spans = self.regex.Match(_UNANCHORED, encoded, 0, len(encoded))
         if spans[0] == _NULL:
+            return None
+        if self.null_when_empty and spans[0][0] == spans[0][1] > 0:
             return None
         if not ascii_text:
             spans = [
@@ -731,6 +748,15 @@ def _boolean_regex(alt: Alternative) -> str:
     """An alternative as an RE2 expression for existence tests (no captures)."""
     parts: list[str] = ["^"] if alt.begin else []
     words = [t for t in alt.tokens if t.kind != "mark"]
+    if _null_when_empty(alt):
+        # Only a non-empty match counts (test() answers the empty subject
+        # itself): one step takes at least one character, the later ones any.
+        bodies = [t.cls.re2_syntax() for t in words if t.cls is not None]
+        nonempty = (
+            bodies[i] + "+" + "".join(f"{b}*" for b in bodies[i + 1 :])
+            for i in range(len(bodies))
+        )
+        return "(?:" + "|".join(nonempty) + ")$"
     for index, tok in enumerate(words):
         if tok.kind == "lit":
             parts.append(re2.escape(tok.char))

@@ -72,6 +72,11 @@ BOOLEAN_CASES = [
     (r"^a\d*b$", "ab", True),
     (r"^a\d+b$", "ab", False),
     (r"^\.+$", "x", True),
+    # only \x* steps and $: an empty match at the end of a non-empty subject is a
+    # later attempt's, whose result pointer C leaves NULL (found by the port test)
+    (r"\d*(\d*)$", ":", False),
+    (r"\w*\d*$", "a:", False),
+    (r"\d*\s*$", "a ", True),
     # the end-of-subject clean-up: an empty subject only matches an empty
     # pattern or one made of a single *-class
     (r"", "", True),
