@@ -94,6 +94,8 @@ POLYMORPHIC_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("responseElements", "role", "arn"),
 )
 _CONCRETE = frozenset((str, int, float, bool))
+# The default of _finish's lookups: a dict, so an absent key needs no cast. Never written.
+_ABSENT: dict[str, Any] = {}
 
 
 class EnvelopeError(ValueError):
@@ -140,6 +142,8 @@ def _clean_owned(node: dict[str, Any]) -> dict[str, Any]:
                 dropped = [key]
             else:
                 dropped.append(key)
+        elif t is bool or t is int or t is float:
+            continue  # readOnly, managementEvent...: spares two isinstance calls
         elif isinstance(value, dict):
             _clean_owned(value)
         elif isinstance(value, list) and len(value) == 1:
@@ -234,22 +238,35 @@ def _message(
                 value = value[0]
             aws[key] = value
     aws["source"] = "cloudtrail"  # in place if the record had one, else appended
+    _finish(aws, account_id)
+    return {"integration": "aws", "aws": aws}
+
+
+def _finish(aws: dict[str, Any], account_id: str | None) -> None:
+    """Steps 3 (account id) and 5-8 on the cleaned payload, in place: the same
+    for the wodle's ``aws`` dict and for a record wrapped in place (whose keys
+    are ``aws``'s but for the leading ``log_info``)."""
+    get = aws.get
     if account_id is not None:
         aws["aws_account_id"] = account_id
 
-    source_ip = aws.get("sourceIPAddress")
+    source_ip = get("sourceIPAddress")
     if isinstance(source_ip, str) and _is_ipv4(source_ip):
         aws["source_ip_address"] = source_ip
 
-    if "tags" in aws and not isinstance(aws["tags"], dict):
-        aws["tags"] = {"value": aws["tags"]}
+    # An absent key reads as _ABSENT, a dict, so it is left alone; a present
+    # None (a collapsed [None]) is not a dict and is wrapped, as by the wodle.
+    tags = get("tags", _ABSENT)
+    if type(tags) is not dict and not isinstance(tags, dict):
+        aws["tags"] = {"value": tags}
 
     for field in _CAST_TO_STRING:
-        if field in aws and not isinstance(aws[field], dict):
-            aws[field] = {"string": str(aws[field])}
+        value = get(field, _ABSENT)
+        if type(value) is not dict and not isinstance(value, dict):
+            aws[field] = {"string": str(value)}
 
-    params = aws.get("requestParameters")
-    if isinstance(params, dict) and isinstance(params.get("disableApiTermination"), bool):
+    params = get("requestParameters")
+    if isinstance(params, dict) and type(params.get("disableApiTermination")) is bool:
         # A fresh dict: a collapsed one-element list hands us the caller's object.
         aws["requestParameters"] = {
             **params,
@@ -263,7 +280,6 @@ def _message(
             if type(value) in _CONCRETE:
                 # A fresh dict, as above; the key keeps its position.
                 aws[member] = {**payload, key: {wrapper: value}}
-    return {"integration": "aws", "aws": aws}
 
 
 def _is_ipv4(text: str) -> bool:
@@ -310,7 +326,16 @@ def wrap_record(
         EnvelopeError: the record nests too deeply to serialise (bad input).
     """
     log_info = {"aws_account_alias": account_alias, "log_file": log_file, "s3bucket": bucket}
-    return _serialise(record, log_info, account_id, owned)
+    if owned:
+        return _serialise_in_place(record, log_info, _message_head(log_info), account_id)
+    return _serialise(record, log_info, account_id, False)
+
+
+def _message_head(log_info: dict[str, str]) -> bytes:
+    """The message's bytes before the record's first key: orjson writes a dict
+    as its members in order, so the message is this head, the payload's
+    members and two closing braces."""
+    return b'{"integration":"aws","aws":{"log_info":' + orjson.dumps(log_info) + b","
 
 
 class FileWrapper:
@@ -318,7 +343,7 @@ class FileWrapper:
     ``log_info`` is built once and shared by the messages, which are
     serialised at once and never handed out."""
 
-    __slots__ = ("_log_info", "_account_id")
+    __slots__ = ("_log_info", "_head", "_account_id")
 
     def __init__(
         self, *, log_file: str, bucket: str, account_id: str | None, account_alias: str = ""
@@ -328,6 +353,7 @@ class FileWrapper:
             "log_file": log_file,
             "s3bucket": bucket,
         }
+        self._head = _message_head(self._log_info)
         self._account_id = account_id
 
     def wrap_owned(self, record: dict[str, Any]) -> bytes:
@@ -336,7 +362,7 @@ class FileWrapper:
         Raises:
             EnvelopeError: as ``wrap_record``.
         """
-        return _serialise(record, self._log_info, self._account_id, True)
+        return _serialise_in_place(record, self._log_info, self._head, self._account_id)
 
 
 def _serialise(
@@ -346,6 +372,32 @@ def _serialise(
         return orjson.dumps(_message(record, log_info, account_id, owned))
     except (orjson.JSONEncodeError, RecursionError) as exc:
         raise EnvelopeError(f"record {record.get('eventID')!r} cannot be wrapped: {exc}") from exc
+
+
+def _serialise_in_place(
+    record: dict[str, Any], log_info: dict[str, str], head: bytes, account_id: str | None
+) -> bytes:
+    """``_serialise(owned=True)`` with the record itself as the ``aws`` payload:
+    no copy of its keys into a new dict. The payload's members come out of
+    ``orjson.dumps(record)`` and are spliced after ``head``; both ways give
+    the same bytes, as the differential tests check."""
+    if "log_info" in record:
+        # The payload's log_info comes first, where the record cannot put it.
+        return _serialise(record, log_info, account_id, True)
+    event_id = record.get("eventID")  # for the error: cleaning may change it
+    if account_id is None:
+        account_id = fallback_account_id(record)  # before cleaning, as _message
+    # Set first, so cleaning keeps a None "source" where it stands; a value
+    # cleaning would change is replaced anyway. Absent: appended, and cleaning
+    # only removes keys, so it still ends up after every record key.
+    record["source"] = "cloudtrail"
+    try:
+        _clean_owned(record)
+        _finish(record, account_id)
+        # Never empty ("source" is in it): "{members}" -> head + "members}" + "}".
+        return head + orjson.dumps(record)[1:] + b"}"
+    except (orjson.JSONEncodeError, RecursionError) as exc:
+        raise EnvelopeError(f"record {event_id!r} cannot be wrapped: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

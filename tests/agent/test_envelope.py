@@ -180,6 +180,7 @@ def test_single_element_lists_collapse_through_dicts_only() -> None:
         ([{"key": "k"}], {"key": "k"}),  # collapsed into a dict: left alone
         ({"key": "k"}, {"key": "k"}),
         (7, {"value": 7}),
+        ([None], {"value": None}),  # a collapsed [None] is present, so wrapped
     ],
 )
 def test_top_level_tags_become_a_dict(tags: Any, expected: Any) -> None:

@@ -1,7 +1,7 @@
 """The tailer's speed-ups give exactly what the plain paths give.
 
-* ``wrap_record(owned=True)`` and ``FileWrapper.wrap_owned`` clean nested
-  dicts in place;
+* ``wrap_record(owned=True)`` and ``FileWrapper.wrap_owned`` clean the
+  record itself in place and splice its serialisation into the message;
 * ``CloudTrailFileReader(document=...)`` reads a document inflated on a worker
   thread (``load_document``) instead of the file;
 * ``parse_whole_document`` takes a small document in one parse exactly when
@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 import pytest
 from cloudtrail_files import record, records
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trailwarden.agent.cloudtrail_file import (
     CloudTrailFileReader,
@@ -80,6 +82,63 @@ def test_wrapping_in_place_gives_the_same_bytes(cloudtrail_dir: Path) -> None:
     untouched = copy.deepcopy(EDGE_CASES[0])
     wrap_record(untouched, log_file="k", bucket="b", account_id="1")
     assert untouched == EDGE_CASES[0]  # not owned: left as it was
+
+
+# Records drawn around what the envelope treats specially: its own keys, the
+# cast and polymorphic members, None, one-element lists (of None too), nesting.
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+)
+_KEYS = st.sampled_from(
+    [
+        "tags",
+        "requestParameters",
+        "responseElements",
+        "additionalEventData",
+        "source",
+        "sourceIPAddress",
+        "disableApiTermination",
+        "role",
+        "log_info",
+        "aws_account_id",
+        "source_ip_address",
+        "recipientAccountId",
+        "userIdentity",
+        "accountId",
+        "eventID",
+        "a",
+    ]
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=2), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=24,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(_KEYS, _JSON, max_size=10),
+    st.sampled_from(["123456789012", None]),
+    st.sampled_from(["10.0.0.1", "ec2.amazonaws.com", "010.0.0.1"]),
+)
+def test_wrapping_in_place_matches_the_general_path_for_any_record(
+    drawn: dict[str, Any], account_id: str | None, ip: str
+) -> None:
+    for original in (drawn, {**drawn, "sourceIPAddress": ip}):
+        expected = wrap_record(original, log_file="k", bucket="b", account_id=account_id)
+        owned = copy.deepcopy(original)
+        wrapper = FileWrapper(log_file="k", bucket="b", account_id=account_id)
+        assert wrapper.wrap_owned(owned) == expected
+        owned = copy.deepcopy(original)
+        assert (
+            wrap_record(owned, log_file="k", bucket="b", account_id=account_id, owned=True)
+            == expected
+        )
 
 
 def items(reader: CloudTrailFileReader) -> list[tuple[str, Any]]:
