@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -57,6 +58,12 @@ log = logging.getLogger("trailwarden.manager")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Agents listed with their events/s in the status (the busiest ones).
 BUSIEST_AGENTS = 10
+# Cycle-collector thresholds while serving. Analysis allocates (and frees) a
+# few hundred objects per record, so the default first generation (700)
+# collects every few records and its older generations keep rescanning what
+# survived; 10,000 with fewer older passes cuts the collector's share of the
+# analysis loop from ~8-15% to ~5% (measured with gc.callbacks), as the agent does.
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 class StartupError(Exception):
@@ -362,6 +369,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     except StartupError as exc:
         log.critical("Cannot start: %s", exc)
         return 2
+    # The compiled ruleset and everything loaded so far live as long as the
+    # process: keep them out of the collector's full passes.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     return run_event_loop(serve(config, engine))
 
 
