@@ -195,6 +195,7 @@ class DecoderSet:
         log = event.log
         end_of_log = len(log)
         roots = self.with_program if program_name is not None else self.without_program
+        lowered: str | None = None  # the log does not change until a chain runs
         for node in roots:
             spec = node.spec
             pmatch = 0
@@ -204,7 +205,8 @@ class DecoderSet:
                     continue
             prematch = spec.prematch
             if prematch is not None:
-                lowered = event.lowered_log()
+                if lowered is None:
+                    lowered = event.lowered_log()
                 # A literal the pattern needs and the log lacks: no match, no call.
                 if prematch.case_insensitive:
                     prefix = prematch.required_prefix
@@ -215,10 +217,10 @@ class DecoderSet:
                         needed = prematch.required_literal
                         if needed is not None and needed not in lowered:
                             continue
-                m = prematch.match(log, 0, lowered)
-                if m is None:
+                end = prematch.match_end(log, 0, lowered)
+                if end is None:
                     continue
-                pmatch = m.end + 1 if m.end < end_of_log else m.end
+                pmatch = end + 1 if end < end_of_log else end
             event.decoder = spec.info
             event.log_after_prematch = pmatch
             cmatch = pmatch
@@ -236,9 +238,11 @@ class DecoderSet:
                         chosen = i
                         break
                     llog = pmatch if child.prematch_offset & Offset.AFTER_PARENT else 0
-                    cm = child.prematch.match(log, llog, event.lowered_log())
-                    if cm is not None:
-                        cmatch = cm.end + 1 if cm.end < end_of_log else cm.end
+                    if lowered is None:
+                        lowered = event.lowered_log()
+                    cend = child.prematch.match_end(log, llog, lowered)
+                    if cend is not None:
+                        cmatch = cend + 1 if cend < end_of_log else cend
                         event.decoder = child.info
                         event.log_after_parent = pmatch
                         event.log_after_prematch = cmatch

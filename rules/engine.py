@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from trailwarden.rules.alert import alert_json_line, build_alert, format_alerts_log
 from trailwarden.rules.cdb import parse_list
@@ -28,7 +27,7 @@ from trailwarden.rules.decoders import (
 from trailwarden.rules.description import Description, compile_description
 from trailwarden.rules.evaluate import EvalContext, Evaluator
 from trailwarden.rules.event import Event
-from trailwarden.rules.json_decoder import decode_json
+from trailwarden.rules.json_decoder import json_plugin
 from trailwarden.rules.mitre import MitreTable, default_mitre_table
 from trailwarden.rules.plugin_decoders import plugin_factories
 from trailwarden.rules.predecode import hostname_for_event, manager_short_name, predecode
@@ -81,9 +80,7 @@ class RenderedAlert:
 
 
 def _json_plugin(spec: DecoderSpec) -> PluginFunc:
-    return partial(
-        decode_json, null_mode=spec.json_null_field, array_mode=spec.json_array_structure
-    )
+    return json_plugin(spec.json_null_field, spec.json_array_structure)
 
 
 def default_plugins(rules_by_id: Mapping[str, object]) -> dict[str, PluginFactory]:

@@ -452,7 +452,9 @@ class Evaluator:
         """``node``'s conditions held: try its children, then decide on the node itself."""
         rule = node.rule
         if node.children:
-            candidates = self.candidates(node, shape)
+            candidates: _Candidates = node.index.get(shape)  # type: ignore[assignment]
+            if candidates is None:
+                candidates = self.candidates(node, shape)
             dispatch = candidates.dispatch
             children = candidates.nodes if dispatch is None else dispatch.select(event)
             log_filter = candidates.log_filter

@@ -63,6 +63,10 @@ STATIC_OUTPUT_ORDER: tuple[tuple[str, str], ...] = (
 )
 
 
+# Event.found: no answer kept yet for the key (None means the field is absent).
+UNSEEN_FIELD: object = object()
+
+
 class FieldBlock(Protocol):
     """A run of dynamic fields produced by one decoder step (e.g. the JSON plugin).
 
@@ -143,6 +147,7 @@ class Event:
         "srcgeoip",
         "dstgeoip",
         "_blocks",
+        "found",  # find_lowered answers by lowered key; cleared when a field is added
         "_nfields",
         "_pending",
         "_lowered_log",
@@ -189,6 +194,7 @@ class Event:
         self.srcgeoip: str | None = None
         self.dstgeoip: str | None = None
         self._blocks: list[FieldBlock] = []
+        self.found: dict[str, str | None] = {}
         self._nfields = 0
         self._pending: list[FieldBlock] = []
         self._lowered_log: str | None = None
@@ -254,6 +260,8 @@ class Event:
         assert isinstance(block, _PairBlock)
         block.items.append((key, value))
         self._nfields += 1
+        if self.found:
+            self.found.clear()
         return True
 
     def add_block(self, block: FieldBlock) -> None:
@@ -264,25 +272,32 @@ class Event:
         """
         self._blocks.append(block)
         self._pending.append(block)
+        if self.found:
+            self.found.clear()
 
     def find_field(self, key: str) -> str | None:
         """analysisd ``FindField``: case-insensitive key, first occurrence wins."""
         if not self._blocks:
             return None
-        key_lower = key.lower() if key.isascii() else ascii_lower(key)
-        for block in self._blocks:
-            value = block.find(key_lower)
-            if value is not None:
-                return value
-        return None
+        return self.find_lowered(key.lower() if key.isascii() else ascii_lower(key))
 
     def find_lowered(self, key_lower: str) -> str | None:
-        """``find_field`` for a key already ASCII-lowered (compiled rules)."""
+        """``find_field`` for a key already ASCII-lowered (compiled rules).
+
+        Answers are kept in ``found`` (rules of one event ask for the same
+        few fields again and again); compiled rules read it inline first.
+        """
+        found = self.found
+        value = found.get(key_lower, UNSEEN_FIELD)
+        if value is not UNSEEN_FIELD:
+            return value  # type: ignore[return-value]
+        value = None
         for block in self._blocks:
             value = block.find(key_lower)
             if value is not None:
-                return value
-        return None
+                break
+        found[key_lower] = value
+        return value
 
     def fields(self) -> Iterator[tuple[str, str]]:
         """All dynamic fields in decode order."""

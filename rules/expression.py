@@ -178,6 +178,18 @@ class Expression:
             return None
         return _make_result(found)
 
+    def match_end(self, subject: str, start: int = 0, lowered: str | None = None) -> int | None:
+        """``match(...).end``, or None: a prematch reads only where it ended, so
+        OS_Regex (every decoder prematch of the stock ruleset) builds no result."""
+        matcher = self._matcher
+        if isinstance(matcher, _OsRegex):
+            if lowered is None:
+                lowered = subject.lower() if subject.isascii() else ascii_lower(subject)
+            found = matcher.match(subject, lowered, start)
+            return None if found is None else found[0]
+        result = self.match(subject, start, lowered)
+        return None if result is None else result.end
+
     def __repr__(self) -> str:
         neg = ", negate=True" if self.negate else ""
         return f"Expression({self.kind.name}, {self.pattern!r}{neg}, engine={self.engine!r})"

@@ -44,7 +44,7 @@ Theory of operation
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -70,6 +70,7 @@ __all__ = [
     "JsonFieldBlock",
     "decode_json",
     "field_text",
+    "json_plugin",
     "key_index",
     "number_text",
     "parse_cjson",
@@ -300,7 +301,6 @@ class JsonFieldBlock:
         "_total",
         "_capped",
         "_items",
-        "_memo",
         "_objects",
         "flattens",
         "alert_memo",
@@ -328,7 +328,6 @@ class JsonFieldBlock:
         self._total: int | None = None  # fields eager flattening makes, before the cap
         self._capped: bool | None = None
         self._items: list[tuple[str, str]] | None = None
-        self._memo: dict[str, str | None] = {}  # find() answers
         self._objects: dict[str, Any] = {}  # "a.b." -> (object, its key index)
         self.flattens = 0  # how often the whole document was flattened
         self.alert_memo: object = None
@@ -381,10 +380,7 @@ class JsonFieldBlock:
         return iter(self._items)
 
     def find(self, key_lower: str) -> str | None:
-        memo = self._memo
-        found = memo.get(key_lower, _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[return-value]
+        # Not memoised here: Event.find_lowered keeps every answer of the event.
         capped = self._capped
         if capped is None:
             capped = self.capped()
@@ -393,48 +389,55 @@ class JsonFieldBlock:
         else:
             # The object holding the field, found once per path: fields are
             # mostly asked for by the dozen from the same object.
-            path, dot, name = key_lower.rpartition(".")
+            cut = key_lower.rfind(".") + 1
+            path = key_lower[:cut]  # "" for the root, else dotted names ending in "."
             objects = self._objects
-            where = objects.get(path + dot, _MISSING)  # the root is "", ".a" is in ""
+            where = objects.get(path, _MISSING)
             if where is _MISSING:
-                where = objects[path + dot] = self._object_at(path, dot)
+                where = objects[path] = self._object_at(path)
             if where is None:
                 value = None
             elif where is _SCAN:
                 value = self._walk(self.root, key_lower, True)
             else:
                 node, index = where
-                key = index.get(name)
+                key = index.get(key_lower[cut:])
                 if key is None:
                     value = None
                 else:
                     value = node[key]
-                    if type(value) is dict or (not dot and key in self.consumed):
+                    if type(value) is dict or (not cut and key in self.consumed):
                         value = None
                     elif type(value) is not str:
                         value = plain_field_text(value, self.null_string, self.csv)
-        memo[key_lower] = value
         return value
 
-    def _object_at(self, path: str, dotted: str) -> object:
-        """``(object, key index)`` reached by the dotted ``path`` through objects
-        with key indexes; None when no field lies under it; _SCAN when an object
-        on the way (or the one reached) must be scanned in document order."""
-        node = self.root
-        if dotted:
-            for name in path.split("."):
-                index = key_index(node)
-                if index is None:
-                    return _SCAN
-                key = index.get(name)
-                if key is None:
-                    return None
-                value = node[key]
-                if type(value) is not dict:
-                    return None
-                node = value
-        index = key_index(node)
-        return _SCAN if index is None else (node, index)
+    def _object_at(self, path: str) -> object:
+        """``(object, key index)`` reached by ``path`` ("" for the root, else
+        dotted names each ending in "."), through objects with key indexes;
+        None when no field lies under it; _SCAN when an object on the way (or
+        the one reached) must be scanned in document order. Each object on the
+        way is kept in ``_objects``, so sibling paths share their parents."""
+        if not path:
+            index = key_index(self.root)
+            return _SCAN if index is None else (self.root, index)
+        cut = path.rfind(".", 0, len(path) - 1) + 1
+        parent_path = path[:cut]
+        objects = self._objects
+        parent = objects.get(parent_path, _MISSING)
+        if parent is _MISSING:
+            parent = objects[parent_path] = self._object_at(parent_path)
+        if parent is None or parent is _SCAN:
+            return parent
+        node, index = parent
+        key = index.get(path[cut:-1])
+        if key is None:
+            return None
+        value = node[key]
+        if type(value) is not dict:
+            return None
+        index = key_index(value)
+        return _SCAN if index is None else (value, index)
 
     def _walk(self, node: dict[str, Any], rest: str, top: bool) -> str | None:
         while True:
@@ -578,6 +581,12 @@ def decode_json(
 ) -> None:
     """Run the JSON decoder plugin on ``text`` (the log, or the part after the
     parent/prematch); a text that does not parse leaves no fields."""
+    json_plugin(null_mode, array_mode)(event, text)
+
+
+def json_plugin(null_mode: str = "string", array_mode: str = "array"
+                ) -> Callable[[Event, str], None]:
+    """``decode_json`` with its modes resolved once (a decoder's plugin)."""
     try:
         null_string = _NULL_MODES[null_mode]
         csv = _ARRAY_MODES[array_mode]
@@ -586,6 +595,14 @@ def decode_json(
             f"decode_json: json_null_field={null_mode!r} json_array_structure={array_mode!r}"
             " (bug in the decoder loader: validate them at load)"
         ) from exc
+
+    def plugin(event: Event, text: str) -> None:
+        _decode(event, text, null_string, csv)
+
+    return plugin
+
+
+def _decode(event: Event, text: str, null_string: bool, csv: bool) -> None:
     if "\x00" in text:  # analysisd sees a C string
         text = text[: text.index("\x00")]
     try:

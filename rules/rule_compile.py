@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from trailwarden.rules.compiled_rules import COMPILED_RULES
-from trailwarden.rules.event import Event, ascii_lower
+from trailwarden.rules.event import UNSEEN_FIELD, Event, ascii_lower
 from trailwarden.rules.expression import Expression
 from trailwarden.rules.rule_parse import Rule
 
@@ -108,6 +108,13 @@ class _Writer:
         self.emit("if v is None: return False")
         self.value_test(expr, "v")
 
+    def find(self, key_lower: str) -> None:
+        """``v = event.find_lowered(key)``, with a kept answer read inline (no call)."""
+        key = self.const(key_lower)
+        unseen = self.const(UNSEEN_FIELD)
+        self.emit(f"v = event.found.get({key}, {unseen})")
+        self.emit(f"if v is {unseen}: v = event.find_lowered({key})")
+
     def call(self, func: Callable[..., bool], *args: str) -> None:
         self.check(f"{self.const(func)}({', '.join(args)})")
 
@@ -129,7 +136,7 @@ def compile_rule(rule: Rule) -> RuleTest:
         if tag in patterns:
             w.attr_test(attr, patterns[tag])
     for name, expr in rule.fields:
-        w.emit(f"v = event.find_lowered({w.const(ascii_lower(name))})")
+        w.find(ascii_lower(name))
         w.emit("if v is None: return False")
         w.value_test(expr, "v")
     for attr, iplist in (("srcip", rule.srcip), ("dstip", rule.dstip)):
@@ -167,7 +174,7 @@ def compile_rule(rule: Rule) -> RuleTest:
     for cond in rule.lists:
         lookup = w.const(cond.lookup.test)
         if cond.attr is None:
-            w.emit(f"v = event.find_lowered({w.const(ascii_lower(cond.field))})")
+            w.find(ascii_lower(cond.field))
         elif cond.attr == "user":
             w.emit("v = event.srcuser")
             w.emit("if v is None: v = event.dstuser")

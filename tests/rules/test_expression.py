@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from trailwarden.rules.event import ascii_lower
 from trailwarden.rules.expression import Expression, ExprType, MatchResult, PatternError, parse_type
 
 
@@ -145,3 +146,24 @@ def test_hostile_subjects_finish(stock: list[tuple[str, Expression]]) -> None:
             # the decoder path (captures) once per pattern: it is the slow one
             if expr.engine == "re2" and index < 2:
                 expr.match(subject)
+
+
+_PREMATCH_SUBJECTS = [
+    '{"integration":"aws","aws":{"source":"cloudtrail"}}',
+    '{ "a": 1}',
+    "Nov 29 05:00:00 host sshd[12]: Accepted password for root",
+    "wazuh: Agent started",
+    "",
+    "  leading spaces: x",
+    "Ünïcode: ÀB",
+]
+
+
+def test_match_end_is_where_match_ends(stock: list[tuple[str, Expression]]) -> None:
+    """Decoders read a prematch's end through ``match_end``; it must equal ``match``'s."""
+    for where, expr in stock:
+        for subject in _PREMATCH_SUBJECTS:
+            for start in (0, 1):
+                result = expr.match(subject, start)
+                end = expr.match_end(subject, start, ascii_lower(subject))
+                assert end == (None if result is None else result.end), (where, subject, start)
