@@ -45,6 +45,7 @@ Theory of operation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -596,13 +597,10 @@ def json_plugin(null_mode: str = "string", array_mode: str = "array"
             " (bug in the decoder loader: validate them at load)"
         ) from exc
 
-    def plugin(event: Event, text: str) -> None:
-        _decode(event, text, null_string, csv)
-
-    return plugin
+    return partial(_decode, null_string, csv)  # a C-level call: no extra Python frame
 
 
-def _decode(event: Event, text: str, null_string: bool, csv: bool) -> None:
+def _decode(null_string: bool, csv: bool, event: Event, text: str) -> None:
     if "\x00" in text:  # analysisd sees a C string
         text = text[: text.index("\x00")]
     try:
