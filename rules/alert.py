@@ -359,7 +359,12 @@ def _visit_plain(block: JsonFieldBlock, root: Json, lines: list[str]) -> tuple[J
                     del out[key]
         return out
 
-    entries = visit(root, "", 0)
+    try:
+        entries = visit(root, "", 0)
+    finally:
+        # The recursive closure refers to itself through its cell: unless the
+        # cell lets go, it and this alert's lines live until the cycle collector runs.
+        visit = None  # type: ignore[assignment]
     return entries, not unshaped
 
 
@@ -413,7 +418,10 @@ def _visit_checked(
                 out[key] = item
         return True
 
-    complete = visit(root, "", entries, 0)
+    try:
+        complete = visit(root, "", entries, 0)
+    finally:
+        visit = None  # type: ignore[assignment]  # the closure's cycle (see above)
     return complete, shaped
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator
@@ -559,6 +560,31 @@ def test_every_real_record_renders_byte_equal_through_the_one_walk_and_the_gener
             assert rendered[0][1] == rendered[1][1], record.get("eventID")
             count += 1
     assert count > 600
+
+
+def test_rendering_leaves_no_reference_cycles(cloudtrail_dir: Path) -> None:
+    """The manager renders thousands of alerts a second with the cycle collector
+    mostly asleep: an alert's objects must be freed by reference counting."""
+    records = list(_records(cloudtrail_dir))
+    # A string starting with "[" sends the walk through the checked path.
+    records.append({"eventName": "X", "errorMessage": "[not an array", "n": [1, {"a": "[b"}]})
+    texts = [
+        wrap_record(r, log_file="AWSLogs/x.json.gz", bucket="trail", account_id="1").decode()
+        for r in records
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        for text in texts:
+            event = json_event(text)
+            line = alert_json_line(alert_for(event))
+            block = format_alerts_log(event, RULE_80254, description="d", alert_id="1.1",
+                                      manager_name="m")
+            assert line and block
+        del event, line, block
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 # -- one walk for the JSON line and the log block ---------------------------------------
