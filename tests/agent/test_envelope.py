@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+import record_strategies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -499,38 +500,8 @@ def test_corpus_shapes_are_exercised(cloudtrail_dir: Path) -> None:
 
 # -- arbitrary records against the oracle ---------------------------------------------------
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=8),
-)
-_keys = st.sampled_from(
-    [
-        "tags",
-        "requestParameters",
-        "responseElements",
-        "additionalEventData",
-        "source",
-        "sourceIPAddress",
-        "disableApiTermination",
-        "role",
-        "log_info",
-        "aws_account_id",
-        "a",
-        "b",
-    ]
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)),
-    max_leaves=20,
-)
-
-
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(_keys, _json, max_size=8))
+@given(record_strategies.records(max_keys=8))
 def test_arbitrary_records_match_the_step_by_step_wodle(record: dict[str, Any]) -> None:
     msg = build_message(record, log_file="k", bucket="b", account_id="1")
     assert ordered(msg) == ordered(wodle_oracle(record, "k", "b", "1"))

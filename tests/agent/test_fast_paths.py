@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+import record_strategies
 from cloudtrail_files import record, records
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,45 +85,9 @@ def test_wrapping_in_place_gives_the_same_bytes(cloudtrail_dir: Path) -> None:
     assert untouched == EDGE_CASES[0]  # not owned: left as it was
 
 
-# Records drawn around what the envelope treats specially: its own keys, the
-# cast and polymorphic members, None, one-element lists (of None too), nesting.
-_SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=6),
-)
-_KEYS = st.sampled_from(
-    [
-        "tags",
-        "requestParameters",
-        "responseElements",
-        "additionalEventData",
-        "source",
-        "sourceIPAddress",
-        "disableApiTermination",
-        "role",
-        "log_info",
-        "aws_account_id",
-        "source_ip_address",
-        "recipientAccountId",
-        "userIdentity",
-        "accountId",
-        "eventID",
-        "a",
-    ]
-)
-_JSON = st.recursive(
-    _SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=2), st.dictionaries(_KEYS, inner, max_size=4)),
-    max_leaves=24,
-)
-
-
 @settings(max_examples=400, deadline=None)
 @given(
-    st.dictionaries(_KEYS, _JSON, max_size=10),
+    record_strategies.records(max_keys=10),
     st.sampled_from(["123456789012", None]),
     st.sampled_from(["10.0.0.1", "ec2.amazonaws.com", "010.0.0.1"]),
 )
