@@ -94,6 +94,11 @@ log = logging.getLogger(__name__)
 MAX_TRACKED_ADDRESSES: Final = 10_000
 # Refusals and wrong passwords are logged at most once per kind per interval.
 LOG_INTERVAL_S: Final = 10.0
+# After a failed accept (out of descriptors, say), wait this long instead of spinning.
+ACCEPT_RETRY_S: Final = 0.1
+# The loop's own TLS handshake timeout sits this far behind the request deadline,
+# so the deadline (counted as a timeout) always fires first.
+HANDSHAKE_TIMEOUT_SLACK_S: Final = 1.0
 
 
 class EnrollmentSetupError(Exception):
@@ -189,7 +194,8 @@ class EnrollmentServer:
         self._throttle = LogThrottle(log, LOG_INTERVAL_S)
         self._per_ip: dict[str, int] = {}
         self._handlers: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._context: ssl.SSLContext | None = None
         self._password: EnrollmentPassword | None = None
         self.identity: TlsIdentity | None = None
@@ -223,12 +229,8 @@ class EnrollmentServer:
                 self.identity.cert_file,
             )
         try:
-            self._server = await asyncio.start_server(
-                self._serve,
-                host=config.listen_address or None,
-                port=config.port,
-                limit=MAX_REQUEST_BYTES,
-                backlog=min(config.max_connections, 4096),
+            self._listener = _listen(
+                config.listen_address, config.port, min(config.max_connections, 4096)
             )
         except OSError as exc:
             raise EnrollmentSetupError(
@@ -236,6 +238,7 @@ class EnrollmentServer:
                 f"{exc.strerror or exc}"
             ) from None
         self._writer.start()
+        self._acceptor = asyncio.create_task(self._accept(self._listener))
         log.info(
             "Accepting enrollments on %s:%d (%s).",
             config.listen_address,
@@ -246,9 +249,9 @@ class EnrollmentServer:
     @property
     def port(self) -> int:
         """The bound port (useful when configured as 0)."""
-        if self._server is None or not self._server.sockets:
+        if self._listener is None:
             raise RuntimeError("the enrollment listener is not started")
-        port: int = self._server.sockets[0].getsockname()[1]
+        port: int = self._listener.getsockname()[1]
         return port
 
     def stats(self) -> dict[str, int]:
@@ -259,8 +262,13 @@ class EnrollmentServer:
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Stop accepting, let open connections finish for ``timeout_s``, cancel the rest."""
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            await asyncio.wait([self._acceptor], timeout=timeout_s)
+            self._acceptor = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._handlers:
             _, pending = await asyncio.wait(set(self._handlers), timeout=timeout_s)
             for task in pending:
@@ -268,10 +276,6 @@ class EnrollmentServer:
             if pending:
                 await asyncio.wait(pending, timeout=timeout_s)
         await self._writer.close(timeout_s)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), timeout_s)
-            self._server = None
 
     def _identity(self) -> TlsIdentity:
         config = self._config
@@ -298,41 +302,55 @@ class EnrollmentServer:
 
     # -- one connection -------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        peer_ip = _normalize_ip(peer[0] if isinstance(peer, tuple) else "")
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept connections, refuse those over the caps before any TLS work,
+        and give each of the others its own task."""
+        loop = asyncio.get_running_loop()
         config = self._config
-        if (
-            len(self._handlers) >= config.max_connections
-            or self._per_ip.get(peer_ip, 0) >= config.max_connections_per_ip
-        ):
-            self._counters.rejected_busy += 1
-            self._throttle.log(
-                logging.WARNING, "busy", "Too many enrollment connections; rejecting %s.", peer_ip
-            )
-            writer.transport.abort()
-            return
-        self._counters.connections += 1
-        self._handlers.add(task)
-        self._per_ip[peer_ip] = self._per_ip.get(peer_ip, 0) + 1
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, say: wait, do not spin
+                self._throttle.log(logging.WARNING, "accept", "Cannot accept: %s", exc)
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            peer_ip = _normalize_ip(peer[0] if isinstance(peer, tuple) else "")
+            if (
+                len(self._handlers) >= config.max_connections
+                or self._per_ip.get(peer_ip, 0) >= config.max_connections_per_ip
+            ):
+                self._counters.rejected_busy += 1
+                self._throttle.log(
+                    logging.WARNING,
+                    "busy",
+                    "Too many enrollment connections; rejecting %s.",
+                    peer_ip,
+                )
+                conn.close()
+                continue
+            self._counters.connections += 1
+            self._per_ip[peer_ip] = self._per_ip.get(peer_ip, 0) + 1
+            task = asyncio.create_task(self._serve(conn, peer_ip))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+    async def _serve(self, conn: socket.socket, peer_ip: str) -> None:
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._converse(reader, writer, peer_ip)
+            opened = await self._read_request(conn, peer_ip)
+            if opened is not None:
+                writer, line = opened
+                await self._converse(writer, line, peer_ip)
         finally:
-            self._handlers.discard(task)
             left = self._per_ip.pop(peer_ip) - 1
             if left:
                 self._per_ip[peer_ip] = left
-            if not writer.is_closing():
+            if writer is None:
+                conn.close()  # no-op once a transport took it over and closed it
+            elif not writer.is_closing():
                 writer.transport.abort()
 
-    async def _converse(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_ip: str
-    ) -> None:
-        line = await self._read_request(reader, writer, peer_ip)
-        if line is None:
-            return
+    async def _converse(self, writer: asyncio.StreamWriter, line: bytes, peer_ip: str) -> None:
         outcome = await self._handle_line(line, peer_ip)
         if isinstance(outcome, RequestRefused):
             await self._reply(writer, outcome.reply(), peer_ip)
@@ -350,14 +368,52 @@ class EnrollmentServer:
             )
 
     async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_ip: str
+        self, conn: socket.socket, peer_ip: str
+    ) -> tuple[asyncio.StreamWriter, bytes] | None:
+        """TLS handshake and request line within the deadline; None: nothing to
+        answer (the connection is closed).
+
+        The socket is TLS from its first byte: an agent sends its ClientHello as
+        soon as it connects, and a plain stream upgraded later (start_tls) may
+        already have buffered it where TLS never looks (uvloop does), which hung
+        the handshake until the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_REQUEST_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        opened: list[asyncio.StreamWriter] = []  # the writer, once TLS is up
+        line: bytes | None = None
+        try:
+            line = await self._handshake_and_line(conn, peer_ip, reader, protocol, opened)
+        finally:
+            if line is None and opened and not opened[0].is_closing():
+                opened[0].transport.abort()
+        if line is None:
+            return None
+        return opened[0], line
+
+    async def _handshake_and_line(
+        self,
+        conn: socket.socket,
+        peer_ip: str,
+        reader: asyncio.StreamReader,
+        protocol: asyncio.StreamReaderProtocol,
+        opened: list[asyncio.StreamWriter],
     ) -> bytes | None:
-        """TLS handshake and request line within the deadline; None: nothing to answer."""
         config = self._config
         assert self._context is not None
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(config.request_timeout_s):
-                await writer.start_tls(self._context)
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol,
+                    conn,
+                    ssl=self._context,
+                    # The deadline above says when to give up; this only must not be first.
+                    ssl_handshake_timeout=config.request_timeout_s + HANDSHAKE_TIMEOUT_SLACK_S,
+                )
+                writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+                opened.append(writer)
                 cert = writer.get_extra_info("peercert")
                 if config.verify_host and config.agent_ca_file is not None:
                     if not peer_certificate_matches(cert, peer_ip):
@@ -384,7 +440,7 @@ class EnrollmentServer:
             refusal = RequestRefused(
                 Refusal.INVALID_REQUEST, f": no newline in the first {MAX_REQUEST_BYTES} bytes"
             )
-            await self._reply(writer, refusal.reply(), peer_ip)
+            await self._reply(opened[0], refusal.reply(), peer_ip)
             return None
         except asyncio.IncompleteReadError:
             self._counters.malformed += 1
@@ -494,6 +550,19 @@ class EnrollmentServer:
         with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
             async with asyncio.timeout(self._config.request_timeout_s):
                 await writer.wait_closed()
+
+
+def _listen(address: str, port: int, backlog: int) -> socket.socket:
+    """A non-blocking listening socket; ``::`` accepts IPv4 too where the host can."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.create_server(
+        (address, port),
+        family=family,
+        backlog=backlog,
+        dualstack_ipv6=address == "::" and socket.has_dualstack_ipv6(),
+    )
+    listener.setblocking(False)
+    return listener
 
 
 def _normalize_ip(text: str) -> str:

@@ -12,6 +12,7 @@ import re
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -351,6 +352,43 @@ async def test_slow_client_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
         writer.close()
         await writer.wait_closed()
         assert server.stats()["timeouts"] == 2
+
+
+def _blocking_enrollment(port: int, name: str, secret: bytes, answers: list[bytes]) -> None:
+    """An agent that sends its ClientHello the moment it connects (blocking sockets)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with no_verify().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"OSSEC PASS: " + secret + f" OSSEC A:'{name}'\n".encode())
+            answers.append(tls.recv(4096))
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_client_hello_arriving_with_the_accept_is_not_lost(tmp_path: Path, loop_kind: str) -> None:
+    """The manager's loop is busy while an agent connects and says hello: the
+    handshake must still complete (a plain stream upgraded with start_tls lost
+    the ClientHello under uvloop and hung until the deadline)."""
+
+    async def scenario() -> list[bytes]:
+        async with running(tmp_path) as server:
+            answers: list[bytes] = []
+            agent = threading.Thread(
+                target=_blocking_enrollment,
+                args=(server.port, "web-1", password(tmp_path), answers),
+            )
+            agent.start()
+            # Block the loop on purpose: the accept and the ClientHello arrive together.
+            time.sleep(0.3)  # noqa: ASYNC251
+            await asyncio.to_thread(agent.join)
+            assert server.stats()["timeouts"] == 0
+            return answers
+
+    if loop_kind == "uvloop":
+        import uvloop  # installed by the speed extra, which make test installs
+
+        answers = uvloop.run(scenario())
+    else:
+        answers = asyncio.run(scenario())
+    assert len(answers) == 1 and KEY_REPLY.match(answers[0]), answers
 
 
 async def test_plain_text_client_fails_the_handshake(tmp_path: Path) -> None:
