@@ -28,7 +28,6 @@ import contextlib
 import ctypes
 import fcntl
 import functools
-import gc
 import logging
 import os
 import signal
@@ -49,6 +48,7 @@ from trailwarden.agent.sources import resolve_sources
 from trailwarden.agent.spool import Spool, SpoolError
 from trailwarden.agent.status import STATUS_VERSION, Counters, write_status
 from trailwarden.agent.tailer import Tailer
+from trailwarden.common.process_runtime import event_loop_runner, settle_collector
 
 log = logging.getLogger("trailwarden.agent")
 
@@ -58,10 +58,6 @@ SPOOL_DIR: Final = "spool"
 TAILER_STOP_TIMEOUT_S: Final = 5.0
 # The sender's Close and socket teardown.
 SENDER_STOP_TIMEOUT_S: Final = 3.0
-# Cycle-collector thresholds while running: the default first generation
-# (700 allocations) runs a collection every few parsed records, ~20% of the
-# agent's CPU; 10,000 cuts that to noise, and the objects are mostly acyclic.
-GC_THRESHOLDS: Final = (10_000, 20, 20)
 # malloc arenas: the loop thread and three workers share two (see _tune_malloc).
 MALLOC_ARENAS: Final = 2
 # Allocations from this size up are mmapped and returned to the system on free.
@@ -448,18 +444,8 @@ def run_agent(config: AgentConfig) -> int:
     """Run the agent in this process until a signal; the exit status."""
     agent = Agent(config)
     _tune_malloc()
-    # Everything loaded so far lives as long as the process: keep it out of
-    # the cycle collector's sight, and let young objects pile up longer
-    # before a collection (parsed records are acyclic and die young).
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    settle_collector()
+    with event_loop_runner() as runner:
         try:
             runner.run(agent.run(install_signals=True))
         except AgentError as exc:

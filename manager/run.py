@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from trailwarden.common.config import ConfigError
+from trailwarden.common.process_runtime import event_loop_runner, settle_collector
 from trailwarden.manager.alert_files import AlertFiles, AlertFilesError, FsyncPolicy
 from trailwarden.manager.batch_journal import BatchJournal, JournalError
 from trailwarden.manager.config import (
@@ -58,12 +58,6 @@ log = logging.getLogger("trailwarden.manager")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Agents listed with their events/s in the status (the busiest ones).
 BUSIEST_AGENTS = 10
-# Cycle-collector thresholds while serving. Analysis allocates (and frees) a
-# few hundred objects per record, so the default first generation (700)
-# collects every few records and its older generations keep rescanning what
-# survived; 10,000 with fewer older passes cuts the collector's share of the
-# analysis loop from ~8-15% to ~5% (measured with gc.callbacks), as the agent does.
-GC_THRESHOLDS = (10_000, 20, 20)
 
 
 class StartupError(Exception):
@@ -340,13 +334,7 @@ async def serve(config: ManagerConfig, engine: Engine) -> int:
 
 def run_event_loop(main: Any) -> int:
     """Run ``main`` (a coroutine) on uvloop when installed, else asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with event_loop_runner() as runner:
         result: int = runner.run(main)
     return result
 
@@ -369,10 +357,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     except StartupError as exc:
         log.critical("Cannot start: %s", exc)
         return 2
-    # The compiled ruleset and everything loaded so far live as long as the
-    # process: keep them out of the collector's full passes.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    settle_collector()
     return run_event_loop(serve(config, engine))
 
 

@@ -585,8 +585,9 @@ def decode_json(
     json_plugin(null_mode, array_mode)(event, text)
 
 
-def json_plugin(null_mode: str = "string", array_mode: str = "array"
-                ) -> Callable[[Event, str], None]:
+def json_plugin(
+    null_mode: str = "string", array_mode: str = "array"
+) -> Callable[[Event, str], None]:
     """``decode_json`` with its modes resolved once (a decoder's plugin)."""
     try:
         null_string = _NULL_MODES[null_mode]
