@@ -329,15 +329,28 @@ class Agent:
         while True:
             await asyncio.sleep(interval)
             pending = progress.begin_checkpoint()
-            written = True
+            failure: BaseException | None = None
+            stopping = False
             if pending is not None:
-                try:
-                    await loop.run_in_executor(io, pending.write)
-                except OSError as exc:
-                    written = False
-                    log.error("Cannot write the positions (%s); retrying.", exc.strerror or exc)
-            if progress.end_checkpoint(written=written):
+                write = loop.run_in_executor(io, pending.write)
+                # A cancel (shutdown) while the write runs in its thread must not
+                # leave the checkpoint half done: the final one would find it open.
+                while not write.done():
+                    try:
+                        await asyncio.wait([write])
+                    except asyncio.CancelledError:
+                        stopping = True
+                failure = write.exception()
+                if isinstance(failure, OSError):
+                    log.error(
+                        "Cannot write the positions (%s); retrying.", failure.strerror or failure
+                    )
+            if progress.end_checkpoint(written=failure is None):
                 backpressure.room_freed()
+            if failure is not None and not isinstance(failure, OSError):
+                raise failure
+            if stopping:
+                raise asyncio.CancelledError
 
     async def _statuses(self) -> None:
         interval = self.config.agent.status_interval_s

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from cloudtrail_files import drop, expected_ids
 from mini_manager import MiniManager
 
 from trailwarden.agent.config import AgentConfig, agent_config_from_dict
+from trailwarden.agent.positions import PendingCheckpoint
 from trailwarden.agent.run import Agent, AgentError
 from trailwarden.agent.status import read_status
 
@@ -229,3 +232,36 @@ async def test_a_second_stop_request_skips_waiting_for_the_manager(setup) -> Non
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(running.task), 5)
     assert running.task.done()
+
+
+async def test_stopping_while_a_checkpoint_is_being_written(
+    setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown cancels the periodic checkpoint while its write runs in a thread:
+    the write lands and is accounted for, then the final checkpoint runs."""
+    tmp_path, m = setup
+    writing = threading.Event()
+    slow_write = PendingCheckpoint.write
+
+    def write(self: PendingCheckpoint) -> None:
+        writing.set()
+        time.sleep(1.0)  # longer than the shutdown steps before the final checkpoint
+        slow_write(self)
+
+    monkeypatch.setattr(PendingCheckpoint, "write", write)
+    running = Running(Agent(config(tmp_path, [m.port])))
+    drop(tmp_path / "bucket", "one", 30)
+    await m.wait_for(lambda: len(m.received().analysed) == 30)
+    writing.clear()
+    assert await asyncio.to_thread(writing.wait, 5)
+    # Acknowledged while that write runs: the final checkpoint has work to do.
+    drop(tmp_path / "bucket", "two", 30)
+    await m.wait_for(lambda: len(m.received().analysed) == 60)
+    await running.stop()  # raised "a checkpoint is already being written" before
+    assert running.agent.failed is None
+    monkeypatch.undo()
+    again = Running(Agent(config(tmp_path, [m.port])))  # positions durable: nothing re-sent
+    await asyncio.sleep(0.5)
+    await again.stop()
+    assert again.agent.failed is None
+    assert len(m.received().analysed) == 60
