@@ -33,6 +33,7 @@ import orjson
 
 from trailwarden.agent.envelope import wrap_record
 from trailwarden.manager.ruleset_files import default_layout, read_sources, stock_layout
+from trailwarden.rules import engine as engine_module
 from trailwarden.rules.engine import Engine, EngineOptions, RulesetSources
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,12 +148,14 @@ def main() -> int:
         "ceiling_eps": round(rates["ceiling"]),
         "stock_ratio": round(rates["stock"] / rates["ceiling"], 4),
         "rules_10x_cost": round(rates["stock"] / rates["stock_10x"], 4),
+        # "mypyc" when setup.py compiled the engine (make native), else "python".
+        "engine_build": "python" if engine_module.__file__.endswith(".py") else "mypyc",
     }
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"{len(base)} real CloudTrail records, {len(messages)} messages per pass,"
-          f" best of {args.rounds} rounds, one core")
+          f" best of {args.rounds} rounds, one core, engine build: {result['engine_build']}")
     print(f"ceiling (orjson.loads)      {result['ceiling_eps']:>10,} events/s")
     print(f"stock Wazuh ruleset         {result['stock_eps']:>10,} events/s"
           f"  ({len(stock.tree.rules)} rules)  ratio to ceiling {result['stock_ratio']:.3f}"

@@ -44,6 +44,7 @@ from operator import attrgetter
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from trailwarden.rules.cjson import INT_MAX, INT_MIN, CObject, parse_cjson, print_json, print_number
 from trailwarden.rules.event import STATIC_OUTPUT_ORDER, Event, ascii_lower
@@ -75,7 +76,7 @@ _RULE_PARTS_MAX = 8192
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # W_JSON_ParseHostname: a syslog header at the start of full_log names the host.
 _SYSLOG_HOST_RE = re.compile(r"[A-Z][a-z][a-z] [ 0123][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} ([^ ]+)")
-_MITRE_LOG = logging.getLogger(MitreTable.__module__)
+_MITRE_LOG = logging.getLogger("trailwarden.rules.mitre")  # MitreTable's module
 
 Json = dict[str, Any]
 
@@ -93,6 +94,7 @@ def _keep_shaped(keys: tuple[str, ...]) -> None:
         _SHAPED_KEYS.add(keys)
 
 
+@mypyc_attr(native_class=False)  # subclasses float: stays a Python class
 class CJsonNumber(float):
     """A number cJSON parsed from a field value: printed the way cJSON prints it."""
 
@@ -290,10 +292,14 @@ def _walk_document(block: JsonFieldBlock) -> _DocumentFields:
     try:
         if block.capped() or block.may_hold_bracket_strings():
             entries: Json = {}
-            complete, nested_shaped = _visit_checked(block, root, entries, lines)
+            checked = _CheckedWalk(block, lines)
+            complete = checked.visit(root, "", entries, 0)
+            nested_shaped = checked.shaped
         else:
             complete = True
-            entries, nested_shaped = _visit_plain(block, root, lines)
+            plain = _PlainWalk(block, lines)
+            entries = plain.visit(root, "", 0)
+            nested_shaped = not plain.unshaped
     except _Unfit:
         text = "".join(f"{k}: {v}\n" for k, v in block.pairs() if v)
         return _DocumentFields(None, text)
@@ -301,22 +307,30 @@ def _walk_document(block: JsonFieldBlock) -> _DocumentFields:
     return _DocumentFields(entries if complete and shaped else None, "".join(lines))
 
 
-def _visit_plain(block: JsonFieldBlock, root: Json, lines: list[str]) -> tuple[Json, bool]:
+class _PlainWalk:
     """The walk for documents the cap does not cut and whose strings never start
-    with ``[`` (so are data as they are): (the data entries, whether every
-    object has a key index).
+    with ``[`` (so are data as they are).
 
     Each object's entries start as a copy of it (one C-level copy), so the
     string fields, most of them, only add their line; the others are replaced
-    or deleted in place, which keeps the document's key order.
+    or deleted in place, which keeps the document's key order. A class rather
+    than a recursive closure: a closure that calls itself is a reference cycle
+    left for the collector on every alert.
     """
-    null_string = block.null_string
-    csv = block.csv
-    line = lines.append
-    shaped_keys = _SHAPED_KEYS
-    unshaped: list[tuple[str, ...]] = []  # the first object found without a key index
 
-    def visit(node: dict[str, Any], prefix: str, depth: int) -> Json:
+    __slots__ = ("csv", "line", "null_string", "unshaped")
+
+    def __init__(self, block: JsonFieldBlock, lines: list[str]) -> None:
+        self.null_string = block.null_string
+        self.csv = block.csv
+        self.line = lines.append
+        # The first object found without a key index, if any.
+        self.unshaped: list[tuple[str, ...]] = []
+
+    def visit(self, node: dict[str, Any], prefix: str, depth: int) -> Json:
+        line = self.line
+        null_string = self.null_string
+        csv = self.csv
         out = node.copy()
         for key, value in node.items():
             if type(value) is str:
@@ -328,12 +342,12 @@ def _visit_plain(block: JsonFieldBlock, root: Json, lines: list[str]) -> tuple[J
                 if depth >= _FAST_DATA_DEPTH:
                     raise _Unfit
                 keys = tuple(value)
-                if keys not in shaped_keys and not unshaped:
+                if keys not in _SHAPED_KEYS and not self.unshaped:
                     if key_index(value) is None:
-                        unshaped.append(keys)
+                        self.unshaped.append(keys)
                     else:
                         _keep_shaped(keys)
-                child = visit(value, f"{prefix}{key}.", depth + 1)
+                child = self.visit(value, f"{prefix}{key}.", depth + 1)
                 if child:
                     out[key] = child
                 else:
@@ -359,29 +373,21 @@ def _visit_plain(block: JsonFieldBlock, root: Json, lines: list[str]) -> tuple[J
                     del out[key]
         return out
 
-    try:
-        entries = visit(root, "", 0)
-    finally:
-        # The recursive closure refers to itself through its cell: unless the
-        # cell lets go, it and this alert's lines live until the cycle collector runs.
-        visit = None  # type: ignore[assignment]
-    return entries, not unshaped
 
+class _CheckedWalk:
+    """The walk with the cap counted and every string looked at."""
 
-def _visit_checked(
-    block: JsonFieldBlock, root: Json, entries: Json, lines: list[str]
-) -> tuple[bool, bool]:
-    """The walk with the cap counted and every string looked at: (whether no
-    field was cut, whether every object has a key index)."""
-    null_string = block.null_string
-    csv = block.csv
-    line = lines.append
-    left = block.room  # fields the cap still lets in
-    shaped = True
+    __slots__ = ("csv", "left", "line", "null_string", "shaped")
 
-    def visit(node: dict[str, Any], prefix: str, out: Json, depth: int) -> bool:
+    def __init__(self, block: JsonFieldBlock, lines: list[str]) -> None:
+        self.null_string = block.null_string
+        self.csv = block.csv
+        self.line = lines.append
+        self.left = block.room  # fields the cap still lets in
+        self.shaped = True  # every object so far has a key index
+
+    def visit(self, node: dict[str, Any], prefix: str, out: Json, depth: int) -> bool:
         """Fields of ``node`` in document order; False once the cap cut one."""
-        nonlocal left, shaped
         for key, value in node.items():
             t = type(value)
             if t is str:
@@ -392,37 +398,31 @@ def _visit_checked(
             elif t is dict:
                 if depth >= _FAST_DATA_DEPTH:
                     raise _Unfit
-                if shaped and key_index(value) is None:
-                    shaped = False
+                if self.shaped and key_index(value) is None:
+                    self.shaped = False
                 child: Json = {}
-                if not visit(value, f"{prefix}{key}.", child, depth + 1):
+                if not self.visit(value, f"{prefix}{key}.", child, depth + 1):
                     return False
                 if child:
                     out[key] = child
                 continue
             else:
-                text = plain_field_text(value, null_string, csv)
+                text = plain_field_text(value, self.null_string, self.csv)
                 if text is None:
                     continue
                 item = text
                 if t is list:
-                    if csv:
+                    if self.csv:
                         item = _data_value(text)
                     elif _utf8_len(text) < OS_MAXSTR:
                         item = _reparsed(value, depth)
-            if not left:
+            if not self.left:
                 return False
-            left -= 1
+            self.left -= 1
             if text:
-                line(f"{prefix}{key}: {text}\n")
+                self.line(f"{prefix}{key}: {text}\n")
                 out[key] = item
         return True
-
-    try:
-        complete = visit(root, "", entries, 0)
-    finally:
-        visit = None  # type: ignore[assignment]  # the closure's cycle (see above)
-    return complete, shaped
 
 
 def _document_fields(block: JsonFieldBlock) -> _DocumentFields:

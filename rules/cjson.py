@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 __all__ = [
     "CJSON_NESTING_LIMIT",
     "INT_MAX",
@@ -42,6 +44,7 @@ _INF = float("inf")
 _RECURSION_DEPTH = 64
 
 
+@mypyc_attr(native_class=False)  # subclasses list: stays a Python class
 class CObject(list[tuple[str, Any]]):
     """A cJSON object from ``parse_cjson``: members in order, duplicate keys kept."""
 

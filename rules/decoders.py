@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from trailwarden.rules.event import MAX_DYNAMIC_FIELDS, STATIC_ORDER_NAMES, Event
 from trailwarden.rules.expression import Expression, ExprType, PatternError, parse_type
@@ -39,10 +40,10 @@ PluginFactory = Callable[["DecoderSpec"], PluginFunc]
 class Offset:
     """Decoder offsets (decode-xml.c flags); plain ints: tested per event."""
 
-    NONE = 0
-    AFTER_PARENT = 1
-    AFTER_PREMATCH = 2
-    AFTER_REGEX = 4
+    NONE: Final = 0
+    AFTER_PARENT: Final = 1
+    AFTER_PREMATCH: Final = 2
+    AFTER_REGEX: Final = 4
 
 
 _OFFSETS = {

@@ -394,8 +394,12 @@ Shape = tuple[str | None, bool, int]
 class Evaluator:
     """Runs the rule tree over decoded events."""
 
-    def __init__(self, tree: RuleTree) -> None:
+    def __init__(self, tree: RuleTree, *, narrow: bool = True) -> None:
         self.tree = tree
+        # False: every child whose requirements the shape meets is tried in
+        # order, without dispatch or log filters (the reference the narrowing
+        # is tested against).
+        self.narrow = narrow
         self._reqs: dict[int, _Requirements] = {}
         tests: dict[int, RuleTest] = {}
         for rule in tree.rules.values():
@@ -421,8 +425,8 @@ class Evaluator:
                 continue
             kept.append(child)
         nodes = tuple(kept)
-        dispatch = _Dispatch.build(nodes)
-        log_filter = _LogFilter.build(nodes)
+        dispatch = _Dispatch.build(nodes) if self.narrow else None
+        log_filter = _LogFilter.build(nodes) if self.narrow else None
         runs = () if log_filter is None or dispatch is not None else _runs(nodes, log_filter)
         result = _Candidates(nodes, dispatch, log_filter, runs)
         node.index[shape] = result
@@ -452,7 +456,7 @@ class Evaluator:
         """``node``'s conditions held: try its children, then decide on the node itself."""
         rule = node.rule
         if node.children:
-            candidates: _Candidates = node.index.get(shape)  # type: ignore[assignment]
+            candidates: _Candidates | None = node.index.get(shape)  # type: ignore[assignment]
             if candidates is None:
                 candidates = self.candidates(node, shape)
             dispatch = candidates.dispatch

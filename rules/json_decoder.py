@@ -406,11 +406,13 @@ class JsonFieldBlock:
                 if key is None:
                     value = None
                 else:
-                    value = node[key]
-                    if type(value) is dict or (not cut and key in self.consumed):
+                    raw = node[key]
+                    if type(raw) is dict or (not cut and key in self.consumed):
                         value = None
-                    elif type(value) is not str:
-                        value = plain_field_text(value, self.null_string, self.csv)
+                    elif type(raw) is str:
+                        value = raw
+                    else:
+                        value = plain_field_text(raw, self.null_string, self.csv)
         return value
 
     def _object_at(self, path: str) -> object:

@@ -445,14 +445,14 @@ class RuleParser:
             elif ltag == "time":
                 try:
                     rule.time = parse_time_range(content)
-                except TimeFormatError as exc:
-                    self._error(line, f"rule {rid}: {exc}")
+                except TimeFormatError as bad_time:
+                    self._error(line, f"rule {rid}: {bad_time}")
                     ok = False
             elif ltag == "weekday":
                 try:
                     rule.weekday = parse_weekdays(content)
-                except TimeFormatError as exc:
-                    self._error(line, f"rule {rid}: {exc}")
+                except TimeFormatError as bad_time:
+                    self._error(line, f"rule {rid}: {bad_time}")
                     ok = False
             elif ltag == "group":
                 rule.group_string += content
@@ -463,8 +463,8 @@ class RuleParser:
                 target = rule.srcip if ltag == "srcip" else rule.dstip
                 try:
                     updated = (target or IpList()).add(content)
-                except ValueError as exc:
-                    self._error(line, f"rule {rid}: invalid <{tag}> {content!r}: {exc}")
+                except ValueError as bad_ip:
+                    self._error(line, f"rule {rid}: invalid <{tag}> {content!r}: {bad_ip}")
                     ok = False
                     continue
                 updated = updated.with_negate(self._negate(child, rid))
@@ -489,9 +489,9 @@ class RuleParser:
                 kind = parse_type(child.attr("type"), ExprType.OSREGEX)
                 try:
                     rule.fields.append((name, Expression(kind, content, self._negate(child, rid))))
-                except PatternError as exc:
+                except PatternError as bad_pattern:
                     self._error(
-                        line, f'rule {rid}: invalid pattern in <field name="{name}">: {exc}'
+                        line, f'rule {rid}: invalid pattern in <field name="{name}">: {bad_pattern}'
                     )
                     ok = False
             elif ltag == "list":
@@ -617,8 +617,10 @@ class RuleParser:
         for tag, item in pending.items():
             try:
                 expr = Expression(item.kind, item.text, item.negate)
-            except PatternError as exc:
-                self._error(item.line, f"rule {rid}: invalid <{tag}> pattern {item.text!r}: {exc}")
+            except PatternError as bad_pattern:
+                self._error(
+                    item.line, f"rule {rid}: invalid <{tag}> pattern {item.text!r}: {bad_pattern}"
+                )
                 ok = False
                 continue
             if tag == "if_matched_regex":

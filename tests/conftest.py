@@ -8,9 +8,45 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "rules"
 # ../shared beside the checkout holds Wazuh's GPL ruleset and the CloudTrail
 # samples; tests read them from there and never copy them into the repo.
 SHARED = Path(os.environ.get("TRAILWARDEN_SHARED", REPO.parent / "shared")).resolve()
+
+
+def _compiled_rule_modules() -> tuple[list[Path], Path | None]:
+    """The rule-engine modules built in place by setup.py, and their shared library."""
+    shims, library = [], None
+    for extension in RULES.glob("*.so"):
+        name = extension.name.split(".")[0]
+        if name.endswith("__mypyc"):
+            library = extension
+        else:
+            shims.append(RULES / f"{name}.py")
+    return shims, library
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Python imports an extension before the .py beside it: tests run after an
+    # edit would test the old code and pass or fail for the wrong reason.
+    sources, library = _compiled_rule_modules()
+    if library is None:
+        return
+    built = library.stat().st_mtime
+    stale = [path.name for path in sources if path.exists() and path.stat().st_mtime > built]
+    if stale:
+        raise pytest.UsageError(
+            f"the compiled rule engine is older than rules/{', rules/'.join(sorted(stale))}:"
+            " run `make native` to rebuild it (or `make clean-native` to test the"
+            " pure-Python modules)"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    sources, library = _compiled_rule_modules()
+    if library is None:
+        return "rule engine: pure Python"
+    return f"rule engine: {len(sources)} modules compiled with mypyc ({library.name})"
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trailwarden.rules import evaluate
 from trailwarden.rules.engine import Engine
+from trailwarden.rules.evaluate import Evaluator
 from trailwarden.rules.expression import Expression, ExprType
-from trailwarden.rules.ruletree import RuleNode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ruleset_builder import build_ok
@@ -59,13 +58,7 @@ _JSON_RULES = (
 
 def _plain(engine: Engine) -> Engine:
     """The same engine with each node's children tried one by one."""
-    build = engine.evaluator.candidates
-
-    def candidates(node: RuleNode, shape: evaluate.Shape) -> evaluate._Candidates:
-        found = build(node, shape)
-        return evaluate._Candidates(found.nodes, None, None)
-
-    engine.evaluator.candidates = candidates  # type: ignore[method-assign]
+    engine.evaluator = Evaluator(engine.tree, narrow=False)
     return engine
 
 
