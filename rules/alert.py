@@ -269,13 +269,15 @@ class _Unfit(Exception):
     """The document nests too deep for the recursive walk (not an input error)."""
 
 
-@dataclass(slots=True)
 class _DocumentFields:
     """What the alert writer derived from one JsonFieldBlock (its ``alert_memo``)."""
 
-    entries: Json | None  # data's dynamic part; None: data takes the general path
-    lines: str  # alerts.log "key: value" lines of the non-empty fields
-    taken: bool = False  # entries went into an alert (which owns them now)
+    __slots__ = ("entries", "lines", "taken")
+
+    def __init__(self, entries: Json | None, lines: str) -> None:
+        self.entries = entries  # data's dynamic part; None: data takes the general path
+        self.lines = lines  # alerts.log "key: value" lines of the non-empty fields
+        self.taken = False  # entries went into an alert (which owns them now)
 
 
 def _walk_document(block: JsonFieldBlock) -> _DocumentFields:

@@ -56,7 +56,7 @@ class EngineOptions:
     mode: str = "analysisd"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Verdict:
     """What the engine decided for one message."""
 
@@ -65,18 +65,33 @@ class Verdict:
     alert: bool  # would be written to alerts.json / alerts.log
     firedtimes: int
 
+    # A hand-written __init__: made per message, and mypyc compiles it (a
+    # dataclass-generated one stays interpreted).
+    def __init__(self, event: Event, rule: Rule | None, alert: bool, firedtimes: int) -> None:
+        self.event = event
+        self.rule = rule
+        self.alert = alert
+        self.firedtimes = firedtimes
+
     @property
     def level(self) -> int | None:
         return None if self.rule is None else self.rule.level
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class RenderedAlert:
     """One alert in both of Wazuh's formats."""
 
     alert: dict[str, object]  # the alerts.json object, Wazuh's key order
     json_line: bytes  # alerts.json line, newline included
     log_block: str  # alerts.log "** Alert" block, blank line included
+
+    # A hand-written __init__: made per message, and mypyc compiles it (a
+    # dataclass-generated one stays interpreted).
+    def __init__(self, alert: dict[str, object], json_line: bytes, log_block: str) -> None:
+        self.alert = alert
+        self.json_line = json_line
+        self.log_block = log_block
 
 
 def _json_plugin(spec: DecoderSpec) -> PluginFunc:

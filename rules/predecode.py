@@ -106,13 +106,14 @@ class QueueMessage:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class PreDecoded:
     """What pre-decoding learnt about one message.
 
     ``event.log == message[log_start:log_end]``. ``log_end`` is None (the end of
     the message) except where analysisd's NUL cuts end the log early (see the
-    module notes).
+    module notes). Not frozen: one is made per message, and mypyc compiles a
+    hand-written __init__ (a dataclass-generated one stays interpreted).
     """
 
     log_start: int
@@ -124,6 +125,21 @@ class PreDecoded:
     location: str  # lf->location after agent parsing
     agent_name: str | None  # "(name)" of an agent location ("" if absent); None if local
     agent_ip: str | None  # "ip" of a "(name) ip->..." location, unless "any"
+
+    def __init__(
+        self, log_start: int, log_end: int | None, hostname: str | None,
+        program_name: str | None, timestamp: str | None, agent_id: str, location: str,
+        agent_name: str | None, agent_ip: str | None,
+    ) -> None:
+        self.log_start = log_start
+        self.log_end = log_end
+        self.hostname = hostname
+        self.program_name = program_name
+        self.timestamp = timestamp
+        self.agent_id = agent_id
+        self.location = location
+        self.agent_name = agent_name
+        self.agent_ip = agent_ip
 
     def log_of(self, message: str) -> str:
         """The text decoders and rules see (``lf->log``)."""
