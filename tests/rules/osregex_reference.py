@@ -26,7 +26,13 @@ search.  Each reason is recorded in :attr:`Outcome.reasons`:
                ``_regex_matched`` flag (it can then match zero characters);
 ``cleanup``    the end-of-subject clean-up failed with only ``*`` classes left;
 ``negative``   a capture ended before it started (C's ``malloc`` of the length
-               fails and the match is dropped).
+               fails and the match is dropped);
+``abandoned``  a capture marker keeps the position it was given on a path the
+               scanner then backtracked out of.
+
+A token counts as having consumed only on the path being scanned: restoring a
+backtrack point forgets what the tokens after it consumed on the abandoned path
+(else a ``\\x+`` that matched nothing after the restore would pass as honest).
 """
 
 from __future__ import annotations
@@ -227,11 +233,15 @@ def _os_regex(
     flags: int,
     reasons: set[str],
 ) -> int | None:
+    # Capture markers last written on a path the scanner then backtracked out of.
+    abandoned: set[int] = set()
+
     def record(marker: int, value: int) -> None:
         assert closure is not None and prts is not None
         for k, m in enumerate(closure):
             if m == marker:
                 prts[k] = value
+                abandoned.discard(k)
                 break
 
     def is_plus(x: int) -> bool:
@@ -356,6 +366,13 @@ def _os_regex(
                 st = pt_error_str[k]
                 pt_error[k] = None
                 restored = True
+                # Tokens after the restored one consumed on the abandoned path
+                # only, and markers after it were written there.
+                _forget_consumed_after(reasons, pt)
+                if closure is not None and prts is not None:
+                    abandoned.update(
+                        i for i, m in enumerate(closure) if m > pt and prts[i] is not None
+                    )
                 if pat[pt + 2] == PLUS and not matched:
                     reasons.add("restore")
                 break
@@ -414,6 +431,8 @@ def _os_regex(
         tok = start_pt + 1 if pat[start_pt] == LPAREN else start_pt
         if pat[tok] == BACKSLASH and pat[tok + 2] == PLUS:
             reasons.add("stale")
+    if ok and abandoned:
+        reasons.add("abandoned")
     return r_code if ok else None
 
 
@@ -464,6 +483,11 @@ def _consumed_tokens(reasons: set[str]) -> set[int]:
 
 def _mark_consumed(reasons: set[str], pt: int) -> None:
     reasons.add(f"#{pt}")
+
+
+def _forget_consumed_after(reasons: set[str], pt: int) -> None:
+    for r in [r for r in reasons if r.startswith("#") and int(r[1:]) > pt]:
+        reasons.discard(r)
 
 
 def _clear_consumed(reasons: set[str]) -> None:
