@@ -307,6 +307,7 @@ def _re2_options(capture: bool) -> re2.Options:
 
 
 _UNANCHORED: Final = re2._re2.RE2.Anchor.UNANCHORED
+_surrogate = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]").search
 _NULL: Final = (-1, -1)
 
 
@@ -321,6 +322,7 @@ class _Branch:
         "literal",
         "marks",
         "regex",
+        "searcher",
         "tail",
         "tail_group",
         "trailing_mark",
@@ -341,6 +343,7 @@ class _Branch:
         self.marks: tuple[int, ...] = ()
         self.regex = None
         self.anchored: re.Pattern[str] | None = None
+        self.searcher: re.Pattern[str] | None = None
         self.null_when_empty = _null_when_empty(alt)
         self.tail_group = 0
         if all(t.kind == "mark" or _is_literal(t) for t in alt.tokens):
@@ -386,6 +389,7 @@ class _Branch:
             parts.append("$")
         self.regex = re2.compile("".join(parts), _re2_options(capture=True))._regexp
         self.anchored = _anchored_pattern(alt)
+        self.searcher = _literal_led_pattern(alt, tail_index)
 
     def search(self, lowered: str, subject: str, start: int) -> tuple[int, tuple[str, ...]] | None:
         """Run this alternative on ``subject[start:]``; the C end pointer and groups."""
@@ -405,6 +409,21 @@ class _Branch:
             if self.tail_group:
                 spans.append((found.start(1) - start, found.end(1) - start))
             return start + self.end_of(spans, len(lowered) - start), ()
+        searcher = self.searcher
+        if searcher is not None and (lowered.isascii() or _surrogate(lowered) is None):
+            # RE2's spans again (see _literal_led_pattern), without the
+            # encoding and the binding's per-call cost: ~5x faster on a CloudTrail log.
+            # Character offsets, as RE2's are converted to; a lone surrogate
+            # (an undecodable byte) is one character here but three bytes to RE2.
+            hit = searcher.search(lowered, start)
+            if hit is None:
+                return None
+            spans = [
+                _NULL if s < 0 else (s - start, e - start)
+                for s, e in map(hit.span, range(searcher.groups + 1))
+            ]
+            end = self.end_of(spans, len(lowered) - start)
+            return start + end, self._groups(spans, subject, start)
         text = lowered[start:] if start else lowered
         ascii_text = text.isascii()
         encoded = text.encode("utf-8", "surrogatepass")
@@ -550,6 +569,53 @@ def _anchored_pattern(alt: Alternative) -> re.Pattern[str] | None:
         else:
             following = words[index + 1]
             if following.quant or not _disjoint(tok.cls, following):
+                return None
+            parts.append(f"{body}{tok.quant}+")
+    if alt.end:
+        parts.append(r"\Z")
+    return re.compile("".join(parts))
+
+
+def _literal_led_pattern(alt: Alternative, tail_index: int) -> re.Pattern[str] | None:
+    """A Python regex with the RE2 regex's groups and spans on ASCII text for an
+    unanchored alternative that starts with a literal character, else None.
+
+    As in ``_anchored_pattern``, every quantified class but the tail is followed
+    by a single step it cannot match, so each run has one way to end and the
+    possessive runs written here end where RE2's lazy ones do (the tail run is
+    greedy in both). Linear time although Python's engine backtracks: an
+    attempt starts only at the first literal, which no quantified class holds,
+    so no run crosses the start of a later attempt and each stretch of text
+    between two such characters is scanned by at most one attempt per token.
+    """
+    tokens = alt.tokens
+    words = [t for t in tokens if t.kind != "mark"]
+    if alt.begin or not words or words[0].kind != "lit":
+        return None
+    first = words[0].char
+    parts: list[str] = []
+    mark_no = 0
+    for index, tok in enumerate(tokens):
+        if tok.kind == "mark":
+            if mark_no < 2 * alt.groups:
+                parts.append("(" if mark_no % 2 == 0 else ")")
+            mark_no += 1
+        elif tok.kind == "lit":
+            parts.append(re.escape(tok.char))
+        else:
+            cls = tok.cls
+            assert cls is not None
+            body = _python_class(cls)
+            if not tok.quant:
+                parts.append(body)
+                continue
+            if cls.contains(first):
+                return None
+            if index == tail_index:
+                parts.append(f"({body}{tok.quant}+)")  # RE2's internal tail group
+                continue
+            following = next(t for t in tokens[index + 1 :] if t.kind != "mark")
+            if following.quant or not _disjoint(cls, following):
                 return None
             parts.append(f"{body}{tok.quant}+")
     if alt.end:

@@ -361,3 +361,53 @@ def test_start_pattern_only_for_one_anchored_alternative_ending_in_one_step(
     pattern: str, taken: bool
 ) -> None:
     assert (rx(pattern)._matcher.start_pattern is not None) is taken  # type: ignore[union-attr]
+
+
+# -- the literal-led search path against RE2 -------------------------------------
+
+_literal_led = st.tuples(st.sampled_from(["a", ":", " ", "-", '"']), _alternative()).map(
+    lambda pair: pair[0] + pair[1].lstrip("^")
+)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pattern=_literal_led, subject=st.text(alphabet='ab1 :-.A\t({"\xe9\u20ac\udc80', max_size=14),
+       start=st.integers(0, 3))
+def test_literal_led_search_agrees_with_re2(pattern: str, subject: str, start: int) -> None:
+    """An unanchored alternative that starts with a literal, searched with the
+    Python regex (on text without lone surrogates), gives RE2's end pointer and
+    captures."""
+    fast = rx(pattern)
+    slow = rx(pattern)
+    slow._matcher.start_pattern = None  # type: ignore[union-attr]
+    slow.match(subject, start)  # builds the branches
+    branches = slow._matcher.branches  # type: ignore[union-attr]
+    assert branches is not None
+    for branch in branches:
+        branch.searcher = None
+    got = fast.match(subject, start)
+    want = slow.match(subject, start)
+    assert (got is None) is (want is None)
+    if got is not None and want is not None:
+        assert (got.end, got.groups) == (want.end, want.groups)
+
+
+@pytest.mark.parametrize(("pattern", "taken"), [
+    (r'"eventName":"(\w+)"', True),  # the bundled CloudTrail decoder's regex
+    (r"id=(\d+);", True),
+    (r"user (\S+) from", False),  # \S holds the "u" attempts start at
+    (r": \d+ x", True),
+    (r"a\w+b", False),  # \w holds the first literal: runs could cross later attempts
+    (r"x\w*\d", False),  # \w takes digits: the run could stop in several places
+    (r"\w+ x", False),  # starts with a class
+    (r"^a\s*b", False),  # anchored: the anchored path's
+])
+def test_literal_led_search_is_taken_only_when_exact_and_linear(
+    pattern: str, taken: bool
+) -> None:
+    expr = rx(pattern)
+    expr._matcher.start_pattern = None  # type: ignore[union-attr]
+    expr.match("x", 0)
+    branches = expr._matcher.branches  # type: ignore[union-attr]
+    assert branches is not None
+    assert (branches[0].searcher is not None) is taken
