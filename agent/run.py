@@ -48,7 +48,11 @@ from trailwarden.agent.sources import resolve_sources
 from trailwarden.agent.spool import Spool, SpoolError
 from trailwarden.agent.status import STATUS_VERSION, Counters, write_status
 from trailwarden.agent.tailer import Tailer
-from trailwarden.common.process_runtime import event_loop_runner, settle_collector
+from trailwarden.common.process_runtime import (
+    AGENT_GC_THRESHOLDS,
+    event_loop_runner,
+    settle_collector,
+)
 
 log = logging.getLogger("trailwarden.agent")
 
@@ -457,7 +461,7 @@ def run_agent(config: AgentConfig) -> int:
     """Run the agent in this process until a signal; the exit status."""
     agent = Agent(config)
     _tune_malloc()
-    settle_collector()
+    settle_collector(AGENT_GC_THRESHOLDS)
     with event_loop_runner() as runner:
         try:
             runner.run(agent.run(install_signals=True))

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from trailwarden.agent.envelope import wrap_record
-from trailwarden.common.process_runtime import settle_collector
+from trailwarden.common.process_runtime import MANAGER_GC_THRESHOLDS, settle_collector
 from trailwarden.manager.ruleset_files import default_layout, read_sources, stock_layout
 from trailwarden.rules import engine as engine_module
 from trailwarden.rules.engine import Engine, EngineOptions, RulesetSources
@@ -146,7 +146,7 @@ def main() -> int:
     # The manager's runtime as it analyses (after start-up): the compiled
     # rulesets frozen out of the collector's passes, its thresholds. The
     # ceiling runs under the same settings.
-    settle_collector()
+    settle_collector(MANAGER_GC_THRESHOLDS)
     rates = measure(passes, messages, args.rounds)
     result = {
         "stock_eps": round(rates["stock"]),

@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from trailwarden.common.config import ConfigError
-from trailwarden.common.process_runtime import event_loop_runner, settle_collector
+from trailwarden.common.process_runtime import (
+    MANAGER_GC_THRESHOLDS,
+    event_loop_runner,
+    settle_collector,
+)
 from trailwarden.manager.alert_files import AlertFiles, AlertFilesError, FsyncPolicy
 from trailwarden.manager.batch_journal import BatchJournal, JournalError
 from trailwarden.manager.config import (
@@ -357,7 +361,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     except StartupError as exc:
         log.critical("Cannot start: %s", exc)
         return 2
-    settle_collector()
+    settle_collector(MANAGER_GC_THRESHOLDS)
     return run_event_loop(serve(config, engine))
 
 
