@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -311,25 +312,35 @@ def test_most_generated_cases_are_comparable() -> None:
 _anchored = _alternative().map(lambda text: text if text.startswith("^") else "^" + text)
 
 
+def _branches(pattern: str, subject: str = "x", start: int = 0) -> tuple[Expression, list[Any]]:
+    """The expression and its compiled branches (built by a first match)."""
+    expr = rx(pattern)
+    expr._matcher.start_pattern = None  # type: ignore[union-attr]
+    expr.match(subject, start)
+    branches = expr._matcher.branches  # type: ignore[union-attr]
+    assert branches is not None
+    return expr, branches
+
+
+def _agrees_without(path: str, pattern: str, subject: str, start: int) -> None:
+    """The same end pointer and captures with the branches' ``path`` turned off."""
+    slow, branches = _branches(pattern, subject, start)
+    for branch in branches:
+        setattr(branch, path, None)
+    got = rx(pattern).match(subject, start)
+    want = slow.match(subject, start)
+    assert (got is None) is (want is None)
+    if got is not None and want is not None:
+        assert (got.end, got.groups) == (want.end, want.groups)
+
+
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pattern=_anchored, subject=st.text(alphabet="ab1 :-.A\t({", max_size=12),
        start=st.integers(0, 3))
 def test_anchored_fast_path_agrees_with_re2(pattern: str, subject: str, start: int) -> None:
     """A ^ alternative taken by the Python-regex fast path on ASCII text gives
     the end pointer and captures the RE2 translation gives."""
-    fast = rx(pattern)
-    slow = rx(pattern)
-    slow._matcher.start_pattern = None  # type: ignore[union-attr]
-    slow.match(subject, start)  # builds the branches
-    branches = slow._matcher.branches  # type: ignore[union-attr]
-    assert branches is not None
-    for branch in branches:
-        branch.anchored = None
-    got = fast.match(subject, start)
-    want = slow.match(subject, start)
-    assert (got is None) is (want is None)
-    if got is not None and want is not None:
-        assert (got.end, got.groups) == (want.end, want.groups)
+    _agrees_without("anchored", pattern, subject, start)
 
 
 @pytest.mark.parametrize(("pattern", "taken"), [
@@ -341,12 +352,7 @@ def test_anchored_fast_path_agrees_with_re2(pattern: str, subject: str, start: i
     (r"a\s*b", False),  # not anchored
 ])
 def test_anchored_fast_path_is_taken_only_when_exact(pattern: str, taken: bool) -> None:
-    expr = rx(pattern)
-    expr._matcher.start_pattern = None  # type: ignore[union-attr]
-    expr.match("x", 0)
-    branches = expr._matcher.branches  # type: ignore[union-attr]
-    assert branches is not None
-    assert (branches[0].anchored is not None) is taken
+    assert (_branches(pattern)[1][0].anchored is not None) is taken
 
 
 @pytest.mark.parametrize(("pattern", "taken"), [
@@ -377,19 +383,7 @@ def test_literal_led_search_agrees_with_re2(pattern: str, subject: str, start: i
     """An unanchored alternative that starts with a literal, searched with the
     Python regex (on text without lone surrogates), gives RE2's end pointer and
     captures."""
-    fast = rx(pattern)
-    slow = rx(pattern)
-    slow._matcher.start_pattern = None  # type: ignore[union-attr]
-    slow.match(subject, start)  # builds the branches
-    branches = slow._matcher.branches  # type: ignore[union-attr]
-    assert branches is not None
-    for branch in branches:
-        branch.searcher = None
-    got = fast.match(subject, start)
-    want = slow.match(subject, start)
-    assert (got is None) is (want is None)
-    if got is not None and want is not None:
-        assert (got.end, got.groups) == (want.end, want.groups)
+    _agrees_without("searcher", pattern, subject, start)
 
 
 @pytest.mark.parametrize(("pattern", "taken"), [
@@ -405,9 +399,4 @@ def test_literal_led_search_agrees_with_re2(pattern: str, subject: str, start: i
 def test_literal_led_search_is_taken_only_when_exact_and_linear(
     pattern: str, taken: bool
 ) -> None:
-    expr = rx(pattern)
-    expr._matcher.start_pattern = None  # type: ignore[union-attr]
-    expr.match("x", 0)
-    branches = expr._matcher.branches  # type: ignore[union-attr]
-    assert branches is not None
-    assert (branches[0].searcher is not None) is taken
+    assert (_branches(pattern)[1][0].searcher is not None) is taken
