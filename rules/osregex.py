@@ -554,26 +554,7 @@ def _anchored_pattern(alt: Alternative) -> re.Pattern[str] | None:
     """
     if not alt.begin or any(t.kind == "mark" for t in alt.tokens):
         return None
-    words = alt.tokens
-    parts: list[str] = []
-    for index, tok in enumerate(words):
-        if tok.kind == "lit":
-            parts.append(re.escape(tok.char))
-            continue
-        assert tok.cls is not None
-        body = _python_class(tok.cls)
-        if not tok.quant:
-            parts.append(body)
-        elif index == len(words) - 1:
-            parts.append(f"({body}{tok.quant}+)")  # the tail run: group 1, as tail_group
-        else:
-            following = words[index + 1]
-            if following.quant or not _disjoint(tok.cls, following):
-                return None
-            parts.append(f"{body}{tok.quant}+")
-    if alt.end:
-        parts.append(r"\Z")
-    return re.compile("".join(parts))
+    return _possessive_regex(alt, len(alt.tokens) - 1, None)
 
 
 def _literal_led_pattern(alt: Alternative, tail_index: int) -> re.Pattern[str] | None:
@@ -588,11 +569,20 @@ def _literal_led_pattern(alt: Alternative, tail_index: int) -> re.Pattern[str] |
     so no run crosses the start of a later attempt and each stretch of text
     between two such characters is scanned by at most one attempt per token.
     """
-    tokens = alt.tokens
-    words = [t for t in tokens if t.kind != "mark"]
+    words = [t for t in alt.tokens if t.kind != "mark"]
     if alt.begin or not words or words[0].kind != "lit":
         return None
-    first = words[0].char
+    return _possessive_regex(alt, tail_index, words[0].char)
+
+
+def _possessive_regex(
+    alt: Alternative, tail_index: int, avoid: str | None
+) -> re.Pattern[str] | None:
+    """The alternative as a Python regex with possessive runs and the RE2
+    translation's groups (capture markers, then the tail run's own group), or
+    None unless every quantified class but the tail is followed by a single step
+    it cannot match and holds no ``avoid`` character."""
+    tokens = alt.tokens
     parts: list[str] = []
     mark_no = 0
     for index, tok in enumerate(tokens):
@@ -600,24 +590,25 @@ def _literal_led_pattern(alt: Alternative, tail_index: int) -> re.Pattern[str] |
             if mark_no < 2 * alt.groups:
                 parts.append("(" if mark_no % 2 == 0 else ")")
             mark_no += 1
-        elif tok.kind == "lit":
+            continue
+        if tok.kind == "lit":
             parts.append(re.escape(tok.char))
-        else:
-            cls = tok.cls
-            assert cls is not None
-            body = _python_class(cls)
-            if not tok.quant:
-                parts.append(body)
-                continue
-            if cls.contains(first):
-                return None
-            if index == tail_index:
-                parts.append(f"({body}{tok.quant}+)")  # RE2's internal tail group
-                continue
-            following = next(t for t in tokens[index + 1 :] if t.kind != "mark")
-            if following.quant or not _disjoint(cls, following):
-                return None
-            parts.append(f"{body}{tok.quant}+")
+            continue
+        cls = tok.cls
+        assert cls is not None
+        body = _python_class(cls)
+        if not tok.quant:
+            parts.append(body)
+            continue
+        if avoid is not None and cls.contains(avoid):
+            return None
+        if index == tail_index:
+            parts.append(f"({body}{tok.quant}+)")  # the tail run's group, as tail_group
+            continue
+        following = next(t for t in tokens[index + 1 :] if t.kind != "mark")
+        if following.quant or not _disjoint(cls, following):
+            return None
+        parts.append(f"{body}{tok.quant}+")
     if alt.end:
         parts.append(r"\Z")
     return re.compile("".join(parts))
