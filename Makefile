@@ -18,18 +18,19 @@ $(STAMP): pyproject.toml setup.py
 	TRAILWARDEN_PURE_PYTHON=1 $(BIN)/pip install --quiet -e '.[manager,speed,dev]'
 	touch $@
 
-# The rule engine compiled with mypyc next to its sources (setup.py), rebuilt
-# whenever one of them changes: Python imports the extension before the .py, so
-# a stale one would hide an edit (pytest refuses to run against one).
-$(NATIVE): $(STAMP) setup.py $(wildcard rules/*.py)
-	@echo "Compiling the rule engine with mypyc (about a minute; again only when rules/*.py change)"
-	@rm -f rules/*.so
+# The rule engine compiled with mypyc and the agent's C envelope, next to their
+# sources (setup.py), rebuilt whenever one of them changes: Python imports the
+# extension before the .py, so a stale one would hide an edit (pytest refuses
+# to run against one).
+$(NATIVE): $(STAMP) setup.py $(wildcard rules/*.py) agent/_envelope.c
+	@echo "Compiling the rule engine with mypyc and the agent's envelope (about a minute; again only when rules/*.py or agent/*.c change)"
+	@rm -f rules/*.so agent/*.so
 	$(BIN)/python setup.py --quiet build_ext --inplace >$(VENV)/native-build.log 2>&1 || \
 		{ tail -20 $(VENV)/native-build.log; exit 1; }
 	@grep "trailwarden build:" $(VENV)/native-build.log || true
 	@# An extension build_ext found up to date is copied with its old time; it
 	@# was made from these sources all the same, so date it now (pytest compares).
-	@find rules -maxdepth 1 -name '*.so' -exec touch {} +
+	@find rules agent -maxdepth 1 -name '*.so' -exec touch {} +
 	touch $@
 
 native: $(NATIVE)
@@ -78,7 +79,7 @@ bench-e2e: $(NATIVE)
 	$(BIN)/python bench/e2e.py
 
 clean-native:
-	rm -f rules/*.so $(NATIVE)
+	rm -f rules/*.so agent/*.so $(NATIVE)
 
 clean: clean-native
 	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info

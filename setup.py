@@ -1,11 +1,17 @@
-"""Build step: the rule engine compiled to C with mypyc, pure Python otherwise.
+"""Build step: the compiled parts, pure Python wherever they cannot be built.
 
-Everything declarative lives in pyproject.toml; this file only adds the
-compiled modules. The rule engine (``rules/``) is fully typed (mypy --strict),
-so mypyc can turn it into C extensions that run the same source ~1.3x faster
-per event (bench/engine.py). The ``.py`` files ship beside the extensions and
-are what Python imports wherever no extension was built, so every way of
-installing still works:
+Everything declarative lives in pyproject.toml; this file only adds two kinds
+of extension:
+
+* the rule engine (``rules/``) is fully typed (mypy --strict), so mypyc turns
+  it into C extensions that run the same source ~1.3x faster per event
+  (bench/engine.py);
+* the agent's envelope (``agent/_envelope.c``) wraps a CloudTrail document's
+  records as wodle messages straight from its bytes; ``agent/envelope.py`` is
+  its reference and takes over per record wherever it is absent.
+
+The ``.py`` files ship beside the extensions and are what Python imports
+wherever no extension was built, so every way of installing still works:
 
 * ``TRAILWARDEN_PURE_PYTHON=1`` skips compilation (debugging, profiling);
 * no mypyc in the build environment, a type error mypyc rejects, or a failed
@@ -37,6 +43,13 @@ NOT_COMPILED = {"__init__.py", "mitre_build.py"}
 def _warn(message: str) -> None:
     print(f"trailwarden build: {message}; installing the pure-Python rule engine",
           file=sys.stderr)
+
+
+def c_extensions() -> list[Extension]:
+    if os.environ.get("TRAILWARDEN_PURE_PYTHON"):
+        return []
+    # optional: without a C compiler the install goes on, envelope.py alone.
+    return [Extension("trailwarden.agent._envelope", ["agent/_envelope.c"], optional=True)]
 
 
 def compiled_extensions() -> list[Extension]:
@@ -77,4 +90,4 @@ def compiled_extensions() -> list[Extension]:
     return extensions
 
 
-setup(ext_modules=compiled_extensions())
+setup(ext_modules=compiled_extensions() + c_extensions())

@@ -65,9 +65,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
+
+_native: ModuleType | None
+try:  # the C twin of FileWrapper over a whole document (setup.py builds it)
+    from trailwarden.agent import _envelope as _native
+except ImportError:  # pure-Python install: FileWrapper.wrap_owned per record
+    _native = None
 
 # The wodle's location: messages reach analysisd as "1:Wazuh-AWS:<json>".
 WODLE_LOCATION = "Wazuh-AWS"
@@ -338,12 +345,15 @@ def _message_head(log_info: dict[str, str]) -> bytes:
     return b'{"integration":"aws","aws":{"log_info":' + orjson.dumps(log_info) + b","
 
 
+NATIVE_WRAPPER = _native is not None
+
+
 class FileWrapper:
     """``wrap_record(owned=True)`` for the records of one file: its
     ``log_info`` is built once and shared by the messages, which are
     serialised at once and never handed out."""
 
-    __slots__ = ("_log_info", "_head", "_account_id")
+    __slots__ = ("_log_info", "_head", "_account_id", "_account_json")
 
     def __init__(
         self, *, log_file: str, bucket: str, account_id: str | None, account_alias: str = ""
@@ -355,6 +365,7 @@ class FileWrapper:
         }
         self._head = _message_head(self._log_info)
         self._account_id = account_id
+        self._account_json = None if account_id is None else orjson.dumps(account_id)
 
     def wrap_owned(self, record: dict[str, Any]) -> bytes:
         """``record`` (a fresh parse, cleaned in place) as the message body.
@@ -363,6 +374,36 @@ class FileWrapper:
             EnvelopeError: as ``wrap_record``.
         """
         return _serialise_in_place(record, self._log_info, self._head, self._account_id)
+
+    def wrap_document(
+        self, document: bytes, *, start: int, max_record_bytes: int
+    ) -> list[str] | None:
+        """The messages of the records of a whole document from index ``start``
+        on, as ``wrap_owned`` over ``parse_whole_document``'s records would
+        give them (decoded), without a Python object per JSON value; None when
+        the document must take that path instead: the C wrapper is not built,
+        or the document is invalid, unusual (not ``{"Records": [objects]}`` or
+        ``[objects]``, nested deeper than it goes) or holds a record longer than
+        ``max_record_bytes`` as written, each of which that path reports.
+
+        Reads the document without the GIL: call it on a worker thread.
+        """
+        if _native is None:
+            return None
+        items: list[str | bytes] | None = _native.wrap_records(
+            document, self._head, self._account_json, max_record_bytes, start
+        )
+        if items is None:
+            return None
+        # Records the C wrapper leaves to Python (a float, a duplicate key...)
+        # come back as written; each parses on its own as within the document.
+        for i, item in enumerate(items):
+            if type(item) is bytes:
+                try:
+                    items[i] = self.wrap_owned(orjson.loads(item)).decode()
+                except (orjson.JSONDecodeError, EnvelopeError):
+                    return None  # the whole-document path reports it
+        return items  # type: ignore[return-value]  # no bytes left
 
 
 def _serialise(

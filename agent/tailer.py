@@ -614,9 +614,10 @@ class Tailer:
         size = c.size
         updated = int(time.time())
         origin = source.origin(path)
-        wrap = FileWrapper(
+        wrapper = FileWrapper(
             log_file=origin.log_file, bucket=origin.bucket, account_id=origin.account_id
-        ).wrap_owned
+        )
+        wrap = wrapper.wrap_owned
         location, loc_bytes = location_text(path)
 
         def make_position(token: object) -> FilePosition:
@@ -627,20 +628,30 @@ class Tailer:
 
         cursor = FileCursor(fingerprint, make_position)
         document = await self._document(path)
+        whole_document = document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES
+        messages = None
+        if whole_document:
+            assert document is not None
+            messages = wrapper.wrap_document(
+                document, start=start, max_record_bytes=source.max_record_bytes
+            )
         # A whole document's records (~50k containers per MB) live until the
         # file is done and are acyclic: the cycle collector would only scan
         # them again and again as they age through its generations. It waits
         # until they are freed (bounded: WHOLE_PARSE_MAX_BYTES of document).
-        paused = document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES and gc.isenabled()
+        paused = whole_document and messages is None and gc.isenabled()
         if paused:
             gc.disable()
         try:
             whole = None
-            if document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES:
+            if whole_document and messages is None:
+                assert document is not None
                 whole = parse_whole_document(document, max_record_bytes=source.max_record_bytes)
             reader = None
-            items: Iterator[tuple[int, dict[str, Any]] | Problem]
-            if whole is not None:
+            items: Iterator[tuple[int, dict[str, Any] | str] | Problem]
+            if messages is not None:
+                items = enumerate(messages, start)
+            elif whole is not None:
                 items = enumerate(islice(whole, start, None), start)
             else:
                 reader = CloudTrailFileReader(
@@ -665,24 +676,30 @@ class Tailer:
                     if type(item) is tuple:
                         index, obj = item
                         consumed = index + 1
-                        try:
-                            text = wrap(obj)
-                        except EnvelopeError as exc:
-                            counters.records_invalid += 1
-                            problems += 1
-                            self._log_problem(problems, f"{path}, record {index}: {exc}")
-                            continue
-                        nbytes = len(text) + loc_bytes
+                        if type(obj) is str:  # wrapped already (FileWrapper.wrap_document)
+                            message = obj
+                            size = len(obj) if obj.isascii() else len(obj.encode())
+                        else:
+                            try:
+                                text = wrap(cast(dict[str, Any], obj))
+                            except EnvelopeError as exc:
+                                counters.records_invalid += 1
+                                problems += 1
+                                self._log_problem(problems, f"{path}, record {index}: {exc}")
+                                continue
+                            message = text.decode()
+                            size = len(text)
+                        nbytes = size + loc_bytes
                         if nbytes > max_wrapped:
                             counters.records_oversized += 1
                             problems += 1
                             self._log_problem(
                                 problems,
-                                f"{path}, record {index}: oversized_record: {len(text)} bytes "
+                                f"{path}, record {index}: oversized_record: {size} bytes "
                                 "once wrapped; skipped",
                             )
                             continue
-                        record = WireRecord(location, text.decode())
+                        record = WireRecord(location, message)
                         sealed = add(record, nbytes, cursor, consumed, mono)
                         if sealed is not None:
                             deliver(sealed)
@@ -724,7 +741,12 @@ class Tailer:
                     problems,
                     MAX_PROBLEM_LOGS,
                 )
-            next_index = reader.next_index if reader is not None else len(whole or ())
+            if reader is not None:
+                next_index = reader.next_index
+            elif messages is not None:
+                next_index = start + len(messages)
+            else:
+                next_index = len(whole or ())
             self._finish_object(fingerprint, path, size, next_index, terminal, updated)
         finally:
             if paused:

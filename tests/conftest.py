@@ -26,27 +26,41 @@ def _compiled_rule_modules() -> tuple[list[Path], Path | None]:
     return shims, library
 
 
+AGENT = REPO / "agent"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Python imports an extension before the .py beside it: tests run after an
     # edit would test the old code and pass or fail for the wrong reason.
     sources, library = _compiled_rule_modules()
-    if library is None:
-        return
-    built = library.stat().st_mtime
-    stale = [path.name for path in sources if path.exists() and path.stat().st_mtime > built]
-    if stale:
-        raise pytest.UsageError(
-            f"the compiled rule engine is older than rules/{', rules/'.join(sorted(stale))}:"
-            " run `make native` to rebuild it (or `make clean-native` to test the"
-            " pure-Python modules)"
-        )
+    if library is not None:
+        built = library.stat().st_mtime
+        stale = [path.name for path in sources if path.exists() and path.stat().st_mtime > built]
+        if stale:
+            raise pytest.UsageError(
+                f"the compiled rule engine is older than rules/{', rules/'.join(sorted(stale))}:"
+                " run `make native` to rebuild it (or `make clean-native` to test the"
+                " pure-Python modules)"
+            )
+    for extension in AGENT.glob("_envelope.*.so"):
+        if extension.stat().st_mtime < (AGENT / "_envelope.c").stat().st_mtime:
+            raise pytest.UsageError(
+                f"agent/{extension.name} is older than agent/_envelope.c: run `make native`"
+            )
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     sources, library = _compiled_rule_modules()
-    if library is None:
-        return "rule engine: pure Python"
-    return f"rule engine: {len(sources)} modules compiled with mypyc ({library.name})"
+    lines = [
+        "rule engine: pure Python"
+        if library is None
+        else f"rule engine: {len(sources)} modules compiled with mypyc ({library.name})"
+    ]
+    envelope = sorted(AGENT.glob("_envelope.*.so"))
+    lines.append(
+        f"agent envelope: C ({envelope[0].name})" if envelope else "agent envelope: Python"
+    )
+    return lines
 
 
 @pytest.fixture(scope="session")

@@ -73,52 +73,65 @@ def test_wheel_carries_the_compiled_engine_beside_its_sources(wheel: Path) -> No
     assert engine, "the rule engine was not compiled (see setup.py's warning in the build log)"
     assert any(n.startswith("trailwarden/rules/_native__mypyc.") for n in names)
     assert "trailwarden/rules/engine.py" in names
+    # The agent's C envelope, beside its Python reference.
+    assert any(n.startswith("trailwarden/agent/_envelope.") and n.endswith(".so") for n in names)
+    assert "trailwarden/agent/envelope.py" in names
 
 
 _RUN_80301 = (
+    # Only the unpacked wheel: the checkout's editable install (a meta-path
+    # finder) would supply a module the wheel lacks.
+    "import sys\n"
+    "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in repr(f)]\n"
     "import trailwarden.rules.engine, trailwarden.manager.ruleset_files as f\n"
     "from trailwarden.rules.engine import Engine, EngineOptions\n"
-    "from trailwarden.agent.envelope import wrap_record\n"
-    "print(trailwarden.rules.engine.__file__)\n"
+    "import orjson, trailwarden.agent.envelope as envelope\n"
+    "print(trailwarden.rules.engine.__file__, envelope.NATIVE_WRAPPER)\n"
     "engine, problems = Engine.compile(f.read_sources(f.default_layout()), EngineOptions())\n"
     "assert not [p for p in problems if p.severity == 'error'], problems\n"
     "record = {'eventVersion': '1.08', 'eventSource': 'ec2.amazonaws.com',\n"
     "          'eventName': 'RunInstances', 'awsRegion': 'us-east-1',\n"
     "          'sourceIPAddress': '198.51.100.7', 'userIdentity': {'type': 'IAMUser'}}\n"
-    "message = wrap_record(record, log_file='k.json.gz', bucket='b', account_id='1').decode()\n"
+    "wrapper = envelope.FileWrapper(log_file='k.json.gz', bucket='b', account_id='1')\n"
+    "document = orjson.dumps({'Records': [record]})\n"
+    "messages = wrapper.wrap_document(document, start=0, max_record_bytes=1 << 20)\n"
+    "assert (messages is not None) == envelope.NATIVE_WRAPPER\n"
+    "message = messages[0] if messages else wrapper.wrap_owned(record).decode()\n"
     "verdict = engine.process(message, 'cloudtrail', 0.0, engine.new_state())\n"
     "print(verdict.rule.id if verdict.rule else None)\n"
 )
 
 
-def _run_unpacked(target: Path, cwd: Path) -> tuple[Path, str]:
+def _run_unpacked(target: Path, cwd: Path) -> tuple[Path, bool, str]:
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run(
         [sys.executable, "-c", _RUN_80301], env=env, capture_output=True, text=True,
         timeout=120, cwd=cwd,
     )
     assert done.returncode == 0, done.stderr
-    module_file, rule_id = done.stdout.split()
-    return Path(module_file), rule_id
+    module_file, native_wrapper, rule_id = done.stdout.split()
+    return Path(module_file), native_wrapper == "True", rule_id
 
 
 def test_unpacked_wheel_runs_the_bundled_ruleset(wheel: Path, tmp_path: Path) -> None:
     """The installed code (not the checkout) compiles its ruleset and fires rule 80301."""
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    module_file, rule_id = _run_unpacked(target, tmp_path)
+    module_file, native_wrapper, rule_id = _run_unpacked(target, tmp_path)
     assert module_file.is_relative_to(target), module_file
     assert module_file.suffix == ".so", module_file  # the compiled engine ran
+    assert native_wrapper  # and the C envelope wrapped the record
     assert rule_id == "80301"
 
 
 def test_the_pure_python_engine_runs_where_no_extension_loads(wheel: Path, tmp_path: Path) -> None:
     """A host that cannot load the extensions (another platform, no compiler at
-    install time) runs the same engine from the .py files."""
+    install time) runs the same engine and envelope from the .py files."""
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     for extension in (target / "trailwarden").rglob("*.so"):
         extension.unlink()
-    module_file, rule_id = _run_unpacked(target, tmp_path)
+    module_file, native_wrapper, rule_id = _run_unpacked(target, tmp_path)
     assert module_file.is_relative_to(target) and module_file.suffix == ".py", module_file
+    assert not native_wrapper  # envelope.py wrapped it
     assert rule_id == "80301"

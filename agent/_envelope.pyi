@@ -1,0 +1,4 @@
+# The C wrapper built from _envelope.c (see FileWrapper.wrap_document).
+def wrap_records(
+    document: bytes, head: bytes, account: bytes | None, max_record_bytes: int, start: int, /
+) -> list[str | bytes] | None: ...
