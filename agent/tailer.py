@@ -31,6 +31,15 @@ fingerprint: a rotated file and its new name are never read twice), polled
 every ``poll_interval_ms`` or on inotify's word, and closed after
 ``CLOSE_INACTIVE_S`` without growth.
 
+Reading an object. While one object's records are batched, the next queued
+one is read ahead on the inflater thread (``_prepare``): inflated whole when
+small (``PREFETCH_MAX_BYTES``), then wrapped by the C envelope
+(``FileWrapper.wrap_document``), both without the GIL, so the event loop only
+batches ready messages. A document the C envelope leaves to Python is parsed
+in one ``orjson`` call (``parse_whole_document``) or, when unusual, read by the
+streaming scanner (``CloudTrailFileReader``), which also takes large objects
+and reports what is wrong with a broken one.
+
 Records are wrapped in the wodle envelope and added to the ``Batcher``; a
 sealed batch goes to ``Progress.seal`` (the spool). Once the queue of objects
 is drained and no growing file is open, the partial batch is sealed at once:
@@ -55,7 +64,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 from trailwarden.agent.backpressure import SpoolBackpressure
 from trailwarden.agent.batcher import Batcher, FileCursor, SealedBatch
@@ -178,7 +187,7 @@ class Tailer:
         self._stopping = stopping
         self._watcher = watcher
         self._inflater = inflater
-        self._prefetch: tuple[str, asyncio.Future[bytes | None]] | None = None
+        self._prefetch: tuple[str, Source, asyncio.Future[_Prepared]] | None = None
         self._wake = asyncio.Event()
         now = time.monotonic()
         self._scan_due = now
@@ -613,11 +622,7 @@ class Tailer:
         stored_path = clip_path(path)
         size = c.size
         updated = int(time.time())
-        origin = source.origin(path)
-        wrapper = FileWrapper(
-            log_file=origin.log_file, bucket=origin.bucket, account_id=origin.account_id
-        )
-        wrap = wrapper.wrap_owned
+        wrap = _wrapper_for(source, path).wrap_owned
         location, loc_bytes = location_text(path)
 
         def make_position(token: object) -> FilePosition:
@@ -627,24 +632,22 @@ class Tailer:
             )
 
         cursor = FileCursor(fingerprint, make_position)
-        document = await self._document(path)
-        whole_document = document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES
-        messages = None
-        if whole_document:
-            assert document is not None
-            messages = wrapper.wrap_document(
-                document, start=start, max_record_bytes=source.max_record_bytes
-            )
+        document, messages = await self._prepared(source, path)
+        if messages is not None and start:
+            messages = messages[start:]
+        whole_document = (
+            messages is None and document is not None and len(document) <= WHOLE_PARSE_MAX_BYTES
+        )
         # A whole document's records (~50k containers per MB) live until the
         # file is done and are acyclic: the cycle collector would only scan
         # them again and again as they age through its generations. It waits
         # until they are freed (bounded: WHOLE_PARSE_MAX_BYTES of document).
-        paused = whole_document and messages is None and gc.isenabled()
+        paused = whole_document and gc.isenabled()
         if paused:
             gc.disable()
         try:
             whole = None
-            if whole_document and messages is None:
+            if whole_document:
                 assert document is not None
                 whole = parse_whole_document(document, max_record_bytes=source.max_record_bytes)
             reader = None
@@ -755,25 +758,27 @@ class Tailer:
                 items = iter(())
                 gc.enable()
 
-    async def _document(self, path: str) -> bytes | None:
-        """The prefetched document of ``path`` (or None: stream it), and start
-        inflating the next queued object meanwhile."""
+    async def _prepared(self, source: Source, path: str) -> _Prepared:
+        """``path`` read ahead (or nothing: stream it), and the next queued
+        object's reading started meanwhile."""
         inflater = self._inflater
         if inflater is None:
-            return None
+            return _Prepared(None, None)
         loop = asyncio.get_running_loop()
         prefetch, self._prefetch = self._prefetch, None
-        if prefetch is not None and prefetch[0] == path:
-            pending = prefetch[1]
+        if prefetch is not None and prefetch[0] == path and prefetch[1] is source:
+            pending = prefetch[2]
         else:
             if prefetch is not None:
-                prefetch[1].cancel()
-            pending = loop.run_in_executor(inflater, load_document, path, PREFETCH_MAX_BYTES)
+                prefetch[2].cancel()
+            pending = loop.run_in_executor(inflater, _prepare, source, path)
         if self._queue:
-            following = self._queue[0].candidate.path
+            following = self._queue[0]
+            next_path = following.candidate.path
             self._prefetch = (
-                following,
-                loop.run_in_executor(inflater, load_document, following, PREFETCH_MAX_BYTES),
+                next_path,
+                following.source,
+                loop.run_in_executor(inflater, _prepare, following.source, next_path),
             )
         return await pending
 
@@ -969,6 +974,32 @@ class Tailer:
     @property
     def queued_files(self) -> int:
         return len(self._queue)
+
+
+class _Prepared(NamedTuple):
+    """An object read ahead on the inflater thread."""
+
+    document: bytes | None  # None: stream the file (too large, unusual gzip...)
+    messages: list[str] | None  # its records' messages, if the C envelope took it
+
+
+def _prepare(source: Source, path: str) -> _Prepared:
+    """Read an object ahead, on the inflater thread: zlib and the C envelope
+    (``FileWrapper.wrap_document``) both release the GIL, so a document's
+    records are wrapped while the event loop batches and sends the previous
+    one's. The document is kept only for the Python paths."""
+    document = load_document(path, PREFETCH_MAX_BYTES)
+    if document is None or len(document) > WHOLE_PARSE_MAX_BYTES:
+        return _Prepared(document, None)
+    messages = _wrapper_for(source, path).wrap_document(
+        document, start=0, max_record_bytes=source.max_record_bytes
+    )
+    return _Prepared(None if messages is not None else document, messages)
+
+
+def _wrapper_for(source: Source, path: str) -> FileWrapper:
+    origin = source.origin(path)
+    return FileWrapper(log_file=origin.log_file, bucket=origin.bucket, account_id=origin.account_id)
 
 
 def _pairs(reader: CloudTrailFileReader) -> Iterator[tuple[int, dict[str, Any]] | Problem]:

@@ -417,3 +417,49 @@ async def test_an_open_growing_file_keeps_the_linger(tmp_path: Path) -> None:
     finally:
         await h.stop()
         h.close()
+
+
+async def test_the_c_envelope_and_python_deliver_the_same_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole documents go through the C envelope (on the inflater thread) where
+    it is built; the records that reach the manager are those Python gives."""
+    from trailwarden.agent import envelope
+
+    assert envelope._native is not None, "the C envelope is not built: run `make native`"
+    root = tmp_path / "bucket"
+    root.mkdir()
+    write_object(s3_path(root, stamp="20261127T0100Z"), records("plain", 40))
+    write_object(
+        s3_path(root, stamp="20261127T0200Z"),
+        [
+            record("float", requestParameters={"ratio": 0.25}),  # Python wraps this one
+            record("text", requestParameters={"tagSet": {"value": "태그 ✓ \"q\" \\ \n"}}),
+            record("cast", responseElements="OK", sourceIPAddress="10.1.2.3"),
+        ],
+    )
+    (root / "plain.json").write_bytes(orjson.dumps([record("bare", tags=["a", "b"])]))
+    calls = []
+    real = envelope._native.wrap_records
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        calls.append(args[-1])
+        return real(*args)
+
+    delivered = {}
+    for native in (True, False):
+        if native:
+            monkeypatch.setattr(envelope._native, "wrap_records", counting)
+        else:
+            monkeypatch.setattr(envelope, "_native", None)
+        harness = TailHarness(tmp_path / f"data-{native}", [tree(root, include=["**/*.json*"])])
+        await harness.start()
+        try:
+            await harness.wait_for(lambda h=harness: len(h.records) == 44)
+            await harness.settle()
+        finally:
+            await harness.stop()
+            harness.close()
+        delivered[native] = sorted((r.location, r.text) for r in harness.records)
+    assert len(calls) == 3  # each document went through the C envelope once
+    assert delivered[True] == delivered[False]
