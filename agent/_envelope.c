@@ -21,6 +21,10 @@
  *     key, a list where the wodle's casts or the account fallback look, or a
  *     key the envelope itself sets (log_info, aws_account_id, source_ip_address).
  *
+ * wrap_piece does the same for a records array read a piece at a time (a
+ * large object inflated piece by piece): it takes whole records as far as the
+ * piece goes and says where the next piece starts.
+ *
  * Bounded: recursion at most MAX_DEPTH, buffers at most a few times one record,
  * the duplicate-key table's probes at most MAX_PROBES (hostile keys that collide
  * make the record take the Python path, which is linear).
@@ -440,12 +444,19 @@ static int member_key(Parser *ps, uint64_t object, Py_ssize_t *key_at, Py_ssize_
     return put_byte(ps, ':');
 }
 
-static int enter(Parser *ps)
+/* Into the container opening at ps->p: 1 if it closes at once (`close`
+ * follows), 0 if an item follows, -1 if nested too deeply. */
+static int enter(Parser *ps, unsigned char close)
 {
     if (++ps->depth > MAX_DEPTH)
         return fail(ps);
     ps->p++;
     skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return 1;
+    }
     return 0;
 }
 
@@ -471,13 +482,11 @@ static int next_item(Parser *ps, unsigned char close)
 static int plain_object(Parser *ps)
 {
     uint64_t object = ++ps->serial;
-    if (enter(ps) < 0 || put_byte(ps, '{') < 0)
+    int empty = enter(ps, '}');
+    if (empty < 0 || put_byte(ps, '{') < 0)
         return -1;
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-        ps->depth--;
+    if (empty)
         return put_byte(ps, '}');
-    }
     for (;;) {
         Py_ssize_t key_at, key_end;
         if (member_key(ps, object, &key_at, &key_end) < 0 || value(ps) < 0)
@@ -496,13 +505,11 @@ static int plain_object(Parser *ps)
 static int array(Parser *ps, int *count)
 {
     *count = 0;
-    if (enter(ps) < 0 || put_byte(ps, '[') < 0)
+    int empty = enter(ps, ']');
+    if (empty < 0 || put_byte(ps, '[') < 0)
         return -1;
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-        ps->depth--;
+    if (empty)
         return put_byte(ps, ']');
-    }
     for (;;) {
         if (value(ps) < 0)
             return -1;
@@ -633,13 +640,11 @@ static int cast_to_string(Parser *ps)
 static int clean_object(Parser *ps, enum Role role)
 {
     uint64_t object = ++ps->serial;
-    if (enter(ps) < 0 || put_byte(ps, '{') < 0)
+    int empty = enter(ps, '}');
+    if (empty < 0 || put_byte(ps, '{') < 0)
         return -1;
     Py_ssize_t open = ps->out.len; /* a member after this needs a comma first */
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-        ps->depth--;
-    } else {
+    if (!empty) {
         for (;;) {
             Py_ssize_t mark = ps->out.len, key_at, key_end;
             if (mark > open && put_byte(ps, ',') < 0)
@@ -841,40 +846,82 @@ typedef struct {
     Entries entries;
 } Job;
 
-/* The records array at ps->p ('['): each record's message appended to out. */
+/* One record at ps->p ('{'): its message appended to out, or, where Python
+ * must wrap it, its place in the document; kept if index >= job->start. */
+static int take_record(Parser *ps, Job *job, Py_ssize_t index)
+{
+    const unsigned char *first = ps->p;
+    Py_ssize_t base = ps->out.len;
+    if (record(ps, job->head, job->head_len, job->account, job->account_len) < 0)
+        return -1;
+    Py_ssize_t written = ps->p - first;
+    if (written > job->max_record_bytes)
+        return fail(ps); /* the scanner quarantines it, as written */
+    int kept = index >= job->start;
+    if (!kept || ps->record_bail)
+        ps->out.len = base;
+    if (!kept)
+        return 0;
+    if (ps->record_bail)
+        return add_entry(ps, &job->entries, first - ps->begin, written, 1);
+    return add_entry(ps, &job->entries, base, ps->out.len - base, 0);
+}
+
+/* The records array at ps->p ('['), whole. */
 static int records(Parser *ps, Job *job)
 {
-    if (enter(ps) < 0)
-        return -1;
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-        ps->depth--;
-        return 0;
-    }
+    int empty = enter(ps, ']');
+    if (empty)
+        return empty < 0 ? -1 : 0;
     for (Py_ssize_t index = 0;; index++) {
         if (ps->p >= ps->end || *ps->p != '{')
             return fail(ps); /* not an object: the scanner says what it is */
-        const unsigned char *first = ps->p;
-        Py_ssize_t base = ps->out.len;
-        if (record(ps, job->head, job->head_len, job->account, job->account_len) < 0)
+        if (take_record(ps, job, index) < 0)
             return -1;
-        Py_ssize_t written = ps->p - first;
-        if (written > job->max_record_bytes)
-            return fail(ps); /* the scanner quarantines it, as written */
-        int kept = index >= job->start;
-        if (!kept || ps->record_bail)
-            ps->out.len = base;
-        if (kept && ps->record_bail) {
-            if (add_entry(ps, &job->entries, first - ps->begin, written, 1) < 0)
-                return -1;
-        } else if (kept && add_entry(ps, &job->entries, base, ps->out.len - base, 0) < 0) {
-            return -1;
-        }
         int r = next_item(ps, ']');
         if (r < 0)
             return -1;
         if (r)
             return 0;
+    }
+}
+
+/* How a piece of a records array ended (wrap_chunk). */
+enum { PIECE_USED = 0, PIECE_CLOSED = 1, PIECE_STOPPED = 2 };
+
+/* Records of an array read in pieces, from ps->p: just after its '[' (first)
+ * or after a record. As far as whole records go; *consumed is where the next
+ * piece starts (before the separator of a record not taken). */
+static int piece(Parser *ps, Job *job, int first, Py_ssize_t *consumed, Py_ssize_t *taken)
+{
+    for (Py_ssize_t index = 0;; index++) {
+        *taken = index;
+        *consumed = ps->p - ps->begin;
+        skip_ws(ps);
+        if (ps->p >= ps->end)
+            return PIECE_USED;
+        if (*ps->p == ']') {
+            ps->p++;
+            *consumed = ps->p - ps->begin;
+            return PIECE_CLOSED;
+        }
+        if (!first) {
+            if (*ps->p != ',')
+                return PIECE_STOPPED;
+            ps->p++;
+            skip_ws(ps);
+        }
+        if (ps->p >= ps->end || *ps->p != '{')
+            return PIECE_STOPPED;
+        ps->depth = 2; /* {"Records": [ */
+        if (take_record(ps, job, index) < 0) {
+            if (ps->no_memory)
+                return -1;
+            /* Cut off by the piece's end, or bad: the caller tells which. */
+            ps->invalid = 0;
+            return PIECE_STOPPED;
+        }
+        first = 0;
     }
 }
 
@@ -890,10 +937,8 @@ static int document(Parser *ps, Job *job)
             return -1;
     } else if (*ps->p == '{') {
         int seen = 0;
-        if (enter(ps) < 0)
-            return -1;
-        if (ps->p < ps->end && *ps->p == '}')
-            return fail(ps);
+        if (enter(ps, '}') != 0)
+            return fail(ps); /* too deep cannot be; {} has no records */
         for (;;) {
             if (ps->p >= ps->end || *ps->p != '"')
                 return fail(ps);
@@ -936,6 +981,61 @@ static int document(Parser *ps, Job *job)
     return 0;
 }
 
+/* The arguments both entry points share; -1 with an exception set. */
+static int setup(Parser *ps, Job *job, Py_buffer *doc, Py_buffer *head, PyObject *account)
+{
+    if (account != Py_None) {
+        if (!PyBytes_Check(account)) {
+            PyErr_SetString(PyExc_TypeError, "account must be bytes or None");
+            return -1;
+        }
+        job->account = PyBytes_AS_STRING(account);
+        job->account_len = PyBytes_GET_SIZE(account);
+    }
+    if (head->len < 1 || ((const char *)head->buf)[head->len - 1] != ',') {
+        PyErr_SetString(PyExc_ValueError, "head must end with the comma before the payload");
+        return -1;
+    }
+    job->head = head->buf;
+    job->head_len = head->len;
+    ps->begin = ps->p = doc->buf;
+    ps->end = ps->p + doc->len;
+    ps->need_account = job->account == NULL;
+    return 0;
+}
+
+/* The kept records as a list of str (messages) and bytes (for Python). */
+static PyObject *entries_list(Parser *ps, Job *job)
+{
+    if (ps->no_memory)
+        return PyErr_NoMemory();
+    PyObject *items = PyList_New(job->entries.len);
+    if (items == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < job->entries.len; i++) {
+        Entry *e = &job->entries.items[i];
+        PyObject *item = e->raw
+            ? PyBytes_FromStringAndSize((const char *)ps->begin + e->offset, e->len)
+            : PyUnicode_DecodeUTF8(ps->out.data + e->offset, e->len, NULL);
+        if (item == NULL) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyList_SET_ITEM(items, i, item);
+    }
+    return items;
+}
+
+static void release(Parser *ps, Job *job, Py_buffer *doc, Py_buffer *head)
+{
+    PyMem_RawFree(ps->out.data);
+    PyMem_RawFree(ps->keys.data);
+    PyMem_RawFree(ps->slots);
+    PyMem_RawFree(job->entries.items);
+    PyBuffer_Release(doc);
+    PyBuffer_Release(head);
+}
+
 PyDoc_STRVAR(wrap_records_doc,
 "wrap_records(document, head, account, max_record_bytes, start)\n--\n\n"
 "The wodle messages of a CloudTrail document's records from index `start` on:\n"
@@ -949,70 +1049,67 @@ PyDoc_STRVAR(wrap_records_doc,
 static PyObject *wrap_records(PyObject *self, PyObject *args)
 {
     Py_buffer doc, head;
-    PyObject *account_obj;
+    PyObject *account, *result = NULL;
     Job job;
+    Parser ps;
     memset(&job, 0, sizeof job);
-    if (!PyArg_ParseTuple(args, "y*y*Onn:wrap_records", &doc, &head, &account_obj,
+    memset(&ps, 0, sizeof ps);
+    if (!PyArg_ParseTuple(args, "y*y*Onn:wrap_records", &doc, &head, &account,
                           &job.max_record_bytes, &job.start))
         return NULL;
-    PyObject *result = NULL, *items = NULL;
+    if (setup(&ps, &job, &doc, &head, account) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        document(&ps, &job);
+        Py_END_ALLOW_THREADS
+        if (ps.invalid && !ps.no_memory)
+            result = Py_NewRef(Py_None);
+        else
+            result = entries_list(&ps, &job);
+    }
+    release(&ps, &job, &doc, &head);
+    return result;
+}
+
+PyDoc_STRVAR(wrap_piece_doc,
+"wrap_piece(piece, head, account, max_record_bytes, start, first)\n--\n\n"
+"wrap_records for a records array read in pieces (a large object, inflated a\n"
+"piece at a time). `piece` starts just after the array's '[' (`first`) or\n"
+"after a record. Returns (items, taken, consumed, status): the records from\n"
+"index `start` of this piece on, as wrap_records gives them; how many records\n"
+"the piece held (kept or not); where the next piece\n"
+"starts; 0 if every whole record was taken, 1 if the array closed (at\n"
+"`consumed`), 2 if the next record could not be taken: cut off by the end of\n"
+"the piece, or bad (the caller gives it more bytes, or the scanner).");
+
+static PyObject *wrap_piece(PyObject *self, PyObject *args)
+{
+    Py_buffer doc, head;
+    PyObject *account, *result = NULL;
+    int first;
+    Job job;
     Parser ps;
+    memset(&job, 0, sizeof job);
     memset(&ps, 0, sizeof ps);
-    if (account_obj != Py_None) {
-        if (!PyBytes_Check(account_obj)) {
-            PyErr_SetString(PyExc_TypeError, "account must be bytes or None");
-            goto done;
-        }
-        job.account = PyBytes_AS_STRING(account_obj);
-        job.account_len = PyBytes_GET_SIZE(account_obj);
+    if (!PyArg_ParseTuple(args, "y*y*Onnp:wrap_piece", &doc, &head, &account,
+                          &job.max_record_bytes, &job.start, &first))
+        return NULL;
+    if (setup(&ps, &job, &doc, &head, account) == 0) {
+        Py_ssize_t consumed = 0, taken = 0;
+        int status;
+        Py_BEGIN_ALLOW_THREADS
+        status = piece(&ps, &job, first, &consumed, &taken);
+        Py_END_ALLOW_THREADS
+        PyObject *items = entries_list(&ps, &job);
+        if (items != NULL)
+            result = Py_BuildValue("Nnni", items, taken, consumed, status);
     }
-    if (head.len < 1 || ((const char *)head.buf)[head.len - 1] != ',') {
-        PyErr_SetString(PyExc_ValueError, "head must end with the comma before the payload");
-        goto done;
-    }
-    job.head = head.buf;
-    job.head_len = head.len;
-    ps.begin = ps.p = doc.buf;
-    ps.end = ps.p + doc.len;
-    ps.need_account = job.account == NULL;
-    Py_BEGIN_ALLOW_THREADS
-    document(&ps, &job);
-    Py_END_ALLOW_THREADS
-    if (ps.no_memory) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (ps.invalid) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    items = PyList_New(job.entries.len);
-    if (items == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < job.entries.len; i++) {
-        Entry *e = &job.entries.items[i];
-        PyObject *item = e->raw
-            ? PyBytes_FromStringAndSize((const char *)ps.begin + e->offset, e->len)
-            : PyUnicode_DecodeUTF8(ps.out.data + e->offset, e->len, NULL);
-        if (item == NULL) {
-            Py_CLEAR(items);
-            goto done;
-        }
-        PyList_SET_ITEM(items, i, item);
-    }
-    result = items;
-done:
-    PyMem_RawFree(ps.out.data);
-    PyMem_RawFree(ps.keys.data);
-    PyMem_RawFree(ps.slots);
-    PyMem_RawFree(job.entries.items);
-    PyBuffer_Release(&doc);
-    PyBuffer_Release(&head);
+    release(&ps, &job, &doc, &head);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"wrap_records", wrap_records, METH_VARARGS, wrap_records_doc},
+    {"wrap_piece", wrap_piece, METH_VARARGS, wrap_piece_doc},
     {NULL, NULL, 0, NULL},
 };
 

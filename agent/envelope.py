@@ -405,6 +405,20 @@ class FileWrapper:
                     return None  # the whole-document path reports it
         return items  # type: ignore[return-value]  # no bytes left
 
+    def wrap_piece(
+        self, piece: bytes, *, start: int, first: bool, max_record_bytes: int
+    ) -> tuple[list[str | bytes], int, int, int] | None:
+        """``wrap_document`` for a records array read a piece at a time (see
+        ``object_stream``): (messages, or records as written for Python to
+        wrap; records the piece held; where the next piece starts; status),
+        or None without the C wrapper. Releases the GIL."""
+        if _native is None:
+            return None
+        result: tuple[list[str | bytes], int, int, int] = _native.wrap_piece(
+            piece, self._head, self._account_json, max_record_bytes, start, first
+        )
+        return result
+
 
 def _serialise(
     record: dict[str, Any], log_info: dict[str, str], account_id: str | None, owned: bool

@@ -38,7 +38,9 @@ small (``PREFETCH_MAX_BYTES``), then wrapped by the C envelope
 batches ready messages. A document the C envelope leaves to Python is parsed
 in one ``orjson`` call (``parse_whole_document``) or, when unusual, read by the
 streaming scanner (``CloudTrailFileReader``), which also takes large objects
-and reports what is wrong with a broken one.
+and reports what is wrong with a broken one. A large object is inflated and
+wrapped a piece at a time on the event loop's thread (``StreamedObject``),
+the scanner taking over at the first record the C envelope does not take.
 
 Records are wrapped in the wodle envelope and added to the ``Batcher``; a
 sealed batch goes to ``Progress.seal`` (the spool). Once the queue of objects
@@ -95,6 +97,7 @@ from trailwarden.agent.inotify import (
     DirectoryWatcher,
 )
 from trailwarden.agent.line_tail import LineTail, TailChange
+from trailwarden.agent.object_stream import StreamedObject
 from trailwarden.agent.positions import FileKind, FilePosition, FileState, clip_path
 from trailwarden.agent.progress import Progress
 from trailwarden.agent.sources import Source, location_text, parent_directories
@@ -622,7 +625,8 @@ class Tailer:
         stored_path = clip_path(path)
         size = c.size
         updated = int(time.time())
-        wrap = _wrapper_for(source, path).wrap_owned
+        wrapper = _wrapper_for(source, path)
+        wrap = wrapper.wrap_owned
         location, loc_bytes = location_text(path)
 
         def make_position(token: object) -> FilePosition:
@@ -633,6 +637,7 @@ class Tailer:
 
         cursor = FileCursor(fingerprint, make_position)
         document, messages = await self._prepared(source, path)
+        records_in_document = len(messages) if messages is not None else 0
         if messages is not None and start:
             messages = messages[start:]
         whole_document = (
@@ -650,12 +655,17 @@ class Tailer:
             if whole_document:
                 assert document is not None
                 whole = parse_whole_document(document, max_record_bytes=source.max_record_bytes)
-            reader = None
+            reader: CloudTrailFileReader | StreamedObject | None = None
             items: Iterator[tuple[int, dict[str, Any] | str] | Problem]
             if messages is not None:
                 items = enumerate(messages, start)
             elif whole is not None:
                 items = enumerate(islice(whole, start, None), start)
+            elif document is None:  # large: inflated and wrapped a piece at a time
+                reader = StreamedObject(
+                    path, wrapper, start_index=start, max_record_bytes=source.max_record_bytes
+                )
+                items = iter(reader)
             else:
                 reader = CloudTrailFileReader(
                     path,
@@ -747,7 +757,7 @@ class Tailer:
             if reader is not None:
                 next_index = reader.next_index
             elif messages is not None:
-                next_index = start + len(messages)
+                next_index = records_in_document
             else:
                 next_index = len(whole or ())
             self._finish_object(fingerprint, path, size, next_index, terminal, updated)

@@ -303,6 +303,7 @@ def nested(depth: int) -> bytes:
         b'{"Records":[{"a":01}]}',
         b'{"Records":[{"a":1,}]}',
         b'{"Records":[{"a":NaN}]}',
+        b'{"Records":[{"a":1e999}]}',  # JSON's grammar, but orjson refuses infinity
         b'\xef\xbb\xbf{"Records":[{"a":1}]}',  # a BOM
         b'{"Records":[{"a":1}]} x',
         b'{"Records":[{"a":1}],"Records":[]}',
