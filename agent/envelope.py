@@ -75,6 +75,7 @@ try:  # the C twin of FileWrapper over a whole document (setup.py builds it)
     from trailwarden.agent import _envelope as _native
 except ImportError:  # pure-Python install: FileWrapper.wrap_owned per record
     _native = None
+NATIVE_WRAPPER = _native is not None
 
 # The wodle's location: messages reach analysisd as "1:Wazuh-AWS:<json>".
 WODLE_LOCATION = "Wazuh-AWS"
@@ -343,9 +344,6 @@ def _message_head(log_info: dict[str, str]) -> bytes:
     as its members in order, so the message is this head, the payload's
     members and two closing braces."""
     return b'{"integration":"aws","aws":{"log_info":' + orjson.dumps(log_info) + b","
-
-
-NATIVE_WRAPPER = _native is not None
 
 
 class FileWrapper:

@@ -36,7 +36,7 @@ from trailwarden.agent.cloudtrail_file import (
     Problem,
     Record,
 )
-from trailwarden.agent.envelope import FileWrapper
+from trailwarden.agent.envelope import NATIVE_WRAPPER, FileWrapper
 
 # Inflated bytes handed to the C envelope at once: large enough that a call's
 # overhead and the re-reading of the record cut off at its end are noise,
@@ -88,13 +88,16 @@ class StreamedObject:
     def _pieces(self) -> Generator[Item, None, int | None]:
         """Yield what the C envelope takes; return the index where the scanner
         must take over, or None when the object was read to its end."""
+        if not NATIVE_WRAPPER:
+            return 0  # a pure-Python install: the scanner reads it all
         wrap_piece, limit = self.wrapper.wrap_piece, self.max_record_bytes
         start, index = self.start_index, 0
         with open(self.path, "rb") as raw, ExitStack() as stack:
-            read = raw.read
-            if raw.read(2) == _GZIP_MAGIC:
-                read = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")).read
+            compressed = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
+            read = raw.read
+            if compressed:
+                read = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")).read
             buffer, tail = b"", b""
             opened = first = is_object = False
             closed: re.Pattern[bytes] | None = None  # once the array closed: what may follow
@@ -125,8 +128,7 @@ class StreamedObject:
                 result = wrap_piece(
                     buffer, start=max(0, start - index), first=first, max_record_bytes=limit
                 )
-                if result is None:
-                    return index  # no C envelope: the scanner reads it all
+                assert result is not None  # NATIVE_WRAPPER
                 items, taken, consumed, status = result
                 kept_from = index + taken - len(items)
                 for offset, item in enumerate(items):

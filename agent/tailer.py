@@ -691,7 +691,7 @@ class Tailer:
                         consumed = index + 1
                         if type(obj) is str:  # wrapped already (FileWrapper.wrap_document)
                             message = obj
-                            size = len(obj) if obj.isascii() else len(obj.encode())
+                            wrapped_bytes = len(obj) if obj.isascii() else len(obj.encode())
                         else:
                             try:
                                 text = wrap(cast(dict[str, Any], obj))
@@ -701,14 +701,14 @@ class Tailer:
                                 self._log_problem(problems, f"{path}, record {index}: {exc}")
                                 continue
                             message = text.decode()
-                            size = len(text)
-                        nbytes = size + loc_bytes
+                            wrapped_bytes = len(text)
+                        nbytes = wrapped_bytes + loc_bytes
                         if nbytes > max_wrapped:
                             counters.records_oversized += 1
                             problems += 1
                             self._log_problem(
                                 problems,
-                                f"{path}, record {index}: oversized_record: {size} bytes "
+                                f"{path}, record {index}: oversized_record: {wrapped_bytes} bytes "
                                 "once wrapped; skipped",
                             )
                             continue

@@ -174,3 +174,11 @@ def test_memory_stays_bounded_by_a_piece_and_a_record(
         tracemalloc.stop()
     assert count == 15_000
     assert peak < 4_000_000, peak  # a whole parse would hold ~30 MB
+
+
+def test_without_the_c_envelope_the_scanner_reads_it_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(object_stream, "NATIVE_WRAPPER", False)
+    path = write(tmp_path, orjson.dumps({"Records": MANY}))
+    assert compare(path, start=5).fell_back_at == 5

@@ -446,7 +446,7 @@ async def test_the_c_envelope_and_python_deliver_the_same_records(
         calls.append(args[-1])
         return real(*args)
 
-    delivered = {}
+    delivered, positions = {}, {}
     for native in (True, False):
         if native:
             monkeypatch.setattr(envelope._native, "wrap_records", counting)
@@ -455,11 +455,24 @@ async def test_the_c_envelope_and_python_deliver_the_same_records(
         harness = TailHarness(tmp_path / f"data-{native}", [tree(root, include=["**/*.json*"])])
         await harness.start()
         try:
-            await harness.wait_for(lambda h=harness: len(h.records) == 44)
-            await harness.settle()
+            try:
+                await harness.wait_for(lambda h=harness: len(h.records) == 44)
+                await harness.settle()
+            finally:
+                await harness.stop()
+            # Each file's position: all its records read, and the file's own size.
+            positions[native] = sorted(
+                (p.path, p.size, p.index, p.state) for _, p in harness.store.items()
+            )
         finally:
-            await harness.stop()
             harness.close()
         delivered[native] = sorted((r.location, r.text) for r in harness.records)
     assert len(calls) == 3  # each document went through the C envelope once
     assert delivered[True] == delivered[False]
+    expected = []
+    for path in root.rglob("*.json*"):
+        data = path.read_bytes()
+        document = orjson.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
+        count = len(document["Records"] if isinstance(document, dict) else document)
+        expected.append((str(path), path.stat().st_size, count, FileState.DONE))
+    assert positions[True] == positions[False] == sorted(expected)
