@@ -1103,10 +1103,10 @@ PyDoc_STRVAR(wrap_piece_doc,
 "piece at a time). `piece` starts just after the array's '[' (`first`) or\n"
 "after a record. Returns (items, taken, consumed, status): the records from\n"
 "index `start` of this piece on, as wrap_records gives them; how many records\n"
-"the piece held (kept or not); where the next piece\n"
-"starts; 0 if every whole record was taken, 1 if the array closed (at\n"
-"`consumed`), 2 if the next record could not be taken: cut off by the end of\n"
-"the piece, or bad (the caller gives it more bytes, or the scanner).");
+"the piece held (kept or not); where the next piece starts; and 0 if every\n"
+"whole record was taken, 1 if the array closed (at `consumed`), 2 if the next\n"
+"record could not be taken: cut off by the end of the piece, or bad (the\n"
+"caller gives it more bytes, or the scanner).");
 
 static PyObject *wrap_piece(PyObject *self, PyObject *args)
 {

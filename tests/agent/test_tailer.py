@@ -426,6 +426,8 @@ async def test_the_c_envelope_and_python_deliver_the_same_records(
     it is built; the records that reach the manager are those Python gives."""
     from trailwarden.agent import envelope
 
+    if os.environ.get("TRAILWARDEN_PURE_PYTHON"):
+        pytest.skip("TRAILWARDEN_PURE_PYTHON: the C envelope is not built")
     assert envelope._native is not None, "the C envelope is not built: run `make native`"
     root = tmp_path / "bucket"
     root.mkdir()
