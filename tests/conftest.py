@@ -29,24 +29,31 @@ def _compiled_rule_modules() -> tuple[list[Path], Path | None]:
 AGENT = REPO / "agent"
 
 
+def _edited_since_built(extension: Path | None, sources: list[Path]) -> list[str]:
+    """Sources changed after the extension built from them (none if it was not built)."""
+    if extension is None:
+        return []
+    built = extension.stat().st_mtime
+    return sorted(
+        str(path.relative_to(REPO))
+        for path in sources
+        if path.exists() and path.stat().st_mtime > built
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Python imports an extension before the .py beside it: tests run after an
     # edit would test the old code and pass or fail for the wrong reason.
     sources, library = _compiled_rule_modules()
-    if library is not None:
-        built = library.stat().st_mtime
-        stale = [path.name for path in sources if path.exists() and path.stat().st_mtime > built]
-        if stale:
-            raise pytest.UsageError(
-                f"the compiled rule engine is older than rules/{', rules/'.join(sorted(stale))}:"
-                " run `make native` to rebuild it (or `make clean-native` to test the"
-                " pure-Python modules)"
-            )
-    for extension in AGENT.glob("_envelope.*.so"):
-        if extension.stat().st_mtime < (AGENT / "_envelope.c").stat().st_mtime:
-            raise pytest.UsageError(
-                f"agent/{extension.name} is older than agent/_envelope.c: run `make native`"
-            )
+    envelope = next(AGENT.glob("_envelope.*.so"), None)
+    stale = _edited_since_built(library, sources) + _edited_since_built(
+        envelope, [AGENT / "_envelope.c"]
+    )
+    if stale:
+        raise pytest.UsageError(
+            f"compiled extensions are older than {', '.join(stale)}: run `make native` to"
+            " rebuild them (or `make clean-native` to test the pure-Python modules)"
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
